@@ -1,0 +1,80 @@
+"""The `stemsift` command: one subcommand per DVC stage plus validate / query. Logic lives in the package."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from importlib import import_module
+
+from stemsift.audio import AudioError
+from stemsift.params import ParamsError, load_params
+from stemsift.stemset import StemSetError
+
+STAGES = {
+    "prepare": "render the default synthetic stem set or ingest a real folder (params: data) -> data/raw",
+    "contaminate": "simulate defects on the train split, truth kept (params: contaminate) -> data/contaminated",
+    "catalogue": "assemble the DuckDB catalogue from the stages' tables (params: catalogue) -> data/catalogue.duckdb",
+}
+
+
+def _stage(args) -> None:
+    import_module(f"stemsift.stages.{args.command}").run(load_params(args.params))
+
+
+def _validate(args) -> None:
+    from stemsift.stemset import StemSet, raise_first
+
+    findings = StemSet(args.root).validate(deep=not args.quick)
+    for f in findings:
+        print(("error: " if f.fatal else "warning: ") + str(f), file=sys.stderr)
+    raise_first([f for f in findings if f.fatal])
+    print(f"{args.root}: ok ({sum(not f.fatal for f in findings)} warnings)")
+
+
+def _query(args) -> None:
+    import pandas as pd
+
+    from stemsift.catalogue import EXAMPLE_QUERIES, query
+
+    sqls = EXAMPLE_QUERIES if args.examples else {"": args.sql}
+    if not args.examples and not args.sql:
+        raise ValueError("give SQL or --examples")
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 60):
+        for title, sql in sqls.items():
+            if title:
+                print(f"-- {title}")
+            print(query(args.db, sql).to_string(index=False), end="\n\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="stemsift", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, help_ in STAGES.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sp.set_defaults(func=_stage)
+    sp = sub.add_parser("validate", help="check a stem-set folder (manifest, files, rates, hashes, silence)")
+    sp.add_argument("root", help="stem-set folder holding manifest.parquet")
+    sp.add_argument("--quick", action="store_true", help="manifest checks only, no decoding")
+    sp.set_defaults(func=_validate)
+    sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")
+    sp.add_argument("sql", nargs="?", help="SQL text")
+    sp.add_argument("--db", default="data/catalogue.duckdb")
+    sp.add_argument("--examples", action="store_true", help="run the README's example queries")
+    sp.set_defaults(func=_query)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"stemsift {args.command}: warning: {msg}\n"
+    try:
+        args.func(args)
+    except (StemSetError, ParamsError, AudioError, FileNotFoundError, ValueError) as e:
+        print(f"stemsift {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

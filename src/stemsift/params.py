@@ -1,0 +1,135 @@
+"""Typed views of params.yaml: one dataclass per stage block; unknown or mistyped keys fail in one line."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A bad params.yaml value; the message names the file and the key."""
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root or pass --params)") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage blocks")
+    params["_path"] = str(path)
+    return params
+
+
+def params_hash(block: Any) -> str:
+    """Short stable hash of a params block (keys sorted), for naming configs in the catalogue."""
+    return hashlib.sha1(json.dumps(block, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _build(cls, block: dict | None, where: str):
+    block = dict(block or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(block) - set(names))
+    if unknown:
+        raise ParamsError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(names)})")
+    kwargs = {}
+    for key, value in block.items():
+        sub = names[key].metadata.get("block")
+        kwargs[key] = _build(sub, value, f"{where}.{key}") if sub else value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise ParamsError(f"{where}: {e}") from None
+    obj.check(where)
+    return obj
+
+
+def _need(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ParamsError(f"{where}: {msg}")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    soundfont: str = "default"  # 'default' = pretty_midi's TimGM6mb.sf2, or a path to .sf2/.sf3
+    duration: float = 20.0
+    chorale_share: float = 0.3
+    tracks: dict = field(default_factory=lambda: {"train": 100, "reference": 20, "test": 20})
+
+    def check(self, where: str) -> None:
+        _need(float(self.duration) > 0, f"{where}.duration", "must be > 0 seconds")
+        _need(0 <= float(self.chorale_share) <= 1, f"{where}.chorale_share", "must be in [0, 1]")
+        from stemsift import SPLITS
+
+        bad = set(self.tracks) - set(SPLITS)
+        _need(not bad, f"{where}.tracks", f"unknown split {sorted(bad)[0] if bad else ''!r} (use {', '.join(SPLITS)})")
+        _need(all(isinstance(n, int) and n >= 0 for n in self.tracks.values()), f"{where}.tracks", "counts must be integers >= 0")
+        _need(sum(self.tracks.values()) > 0, f"{where}.tracks", "at least one track is needed")
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    reference_tracks: int = 20  # moved from `reference_from` into the clean reference split (no reference/ folder)
+    reference_from: str = "test"
+
+    def check(self, where: str) -> None:
+        _need(int(self.reference_tracks) >= 0, f"{where}.reference_tracks", "must be >= 0")
+        _need(self.reference_from in ("train", "test"), f"{where}.reference_from", "must be train or test")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = "synthetic"
+    seed: int = 0
+    sample_rate: int = 16000
+    channels: int = 2
+    format: str = "flac"
+    workers: int = 2
+    out: str = "data/raw"
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"block": SyntheticParams})
+    ingest: IngestParams = field(default_factory=IngestParams, metadata={"block": IngestParams})
+
+    def check(self, where: str) -> None:
+        _need(isinstance(self.sample_rate, int) and 4000 <= self.sample_rate <= 192000, f"{where}.sample_rate", "must be an integer in Hz (4000..192000)")
+        _need(self.channels in (1, 2), f"{where}.channels", "must be 1 or 2")
+        _need(self.format in ("flac", "wav"), f"{where}.format", "must be flac or wav")
+        _need(int(self.workers) >= 1, f"{where}.workers", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ContaminateParams:
+    preset: str = "mixed"  # mixed | effects | none
+    seed: int = 0
+    out: str = "data/contaminated"
+    label_noise: dict = field(default_factory=dict)
+    bleeding: dict = field(default_factory=dict)
+    effects: dict = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        from stemsift.data.defects import PRESETS
+
+        _need(self.preset in PRESETS, f"{where}.preset", f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})")
+
+    def defect_config(self) -> dict:
+        return {"label_noise": self.label_noise, "bleeding": self.bleeding, "effects": self.effects}
+
+
+@dataclass(frozen=True)
+class CatalogueParams:
+    out: str = "data/catalogue.duckdb"
+
+    def check(self, where: str) -> None:
+        _need(str(self.out).endswith(".duckdb"), f"{where}.out", "must end in .duckdb")
+
+
+def stage_params(params: dict, name: str, cls):
+    """The typed block ``name`` of a loaded params.yaml (defaults where the block is absent)."""
+    return _build(cls, params.get(name), f"{params.get('_path', 'params.yaml')}: {name}")

@@ -1,0 +1,47 @@
+"""Small generated audio for tests: distinct band-limited content per label, never stored fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stemsift import LABELS
+
+# A different frequency band per label so label swaps and leaks are measurable.
+BANDS = {"vocals": (300, 1200), "bass": (40, 200), "drums": (2000, 6000), "other": (800, 3000)}
+
+
+def band_noise(rng: np.random.Generator, frames: int, channels: int, sr: int, band: tuple[float, float],
+               level: float = 0.1) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal((frames, channels)), axis=0)
+    f = np.fft.rfftfreq(frames, 1 / sr)
+    spec[(f < band[0]) | (f > band[1])] = 0
+    x = np.fft.irfft(spec, n=frames, axis=0)
+    return (level * x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
+
+
+def make_stems(seed: int = 0, seconds: float = 1.0, sr: int = 8000, channels: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frames = int(seconds * sr)
+    return {lb: band_noise(rng, frames, channels, sr, BANDS[lb], level=0.1 + 0.05 * i) for i, lb in enumerate(LABELS)}
+
+
+def write_input_track(folder: Path, stems: dict[str, np.ndarray], sr: int, ext: str = "wav",
+                      subtype: str = "PCM_16") -> Path:
+    """A MUSDB18-HQ-style track folder (what a user would point `data.source` at)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, x in stems.items():
+        sf.write(str(folder / f"{label}.{ext}"), x, sr, subtype=subtype)
+    return folder
+
+
+@pytest.fixture
+def input_folder(tmp_path: Path) -> Path:
+    """train: 3 tracks, test: 2 tracks at 11025 Hz (so ingest must resample to the set's rate)."""
+    root = tmp_path / "musdb"
+    for i in range(5):
+        split = "train" if i < 3 else "test"
+        write_input_track(root / split / f"Artist {i} - Song", make_stems(i, sr=11025), 11025)
+    return root
