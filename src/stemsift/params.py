@@ -114,9 +114,13 @@ class ContaminateParams:
     effects: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        from stemsift.data.defects import PRESETS
+        from stemsift.data.defects import PRESETS, resolve_config
 
         _need(self.preset in PRESETS, f"{where}.preset", f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})")
+        try:
+            resolve_config(self.defect_config())
+        except ValueError as e:
+            raise ParamsError(f"{where}: {e}") from None
 
     def defect_config(self) -> dict:
         return {"label_noise": self.label_noise, "bleeding": self.bleeding, "effects": self.effects}

@@ -24,12 +24,11 @@ def contaminate_stemset(src: StemSet, out_root: Path, p: ContaminateParams) -> p
     truth = []
     for i, plan in enumerate(plan_defects(src.track_ids("train"), p.preset, p.seed)):
         stems = src.load_track(plan.track_id)
+        rng = np.random.default_rng([p.seed, i])
+        dirty, rows = contaminate_song(stems, plan, src.sample_rate, rng, p.defect_config())
         if plan.defect == "clean":
-            writer.copy_track(src, plan.track_id)
-            rows = [dict(label=lb, defect="clean", kind="", params={}, true_instruments=[lb]) for lb in stems]
+            writer.copy_track(src, plan.track_id)  # byte-identical to the raw set
         else:
-            rng = np.random.default_rng([p.seed, i])
-            dirty, rows = contaminate_song(stems, plan, src.sample_rate, rng, p.defect_config())
             dirty, gain = fit_headroom(dirty, 0.99)  # 16-bit files: the contaminated sum must not clip
             meta = {**src.meta(plan.track_id), "defect": plan.defect, "defect_kind": plan.kind, "defect_gain": gain}
             writer.add_track(plan.track_id, "train", dirty, meta)

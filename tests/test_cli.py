@@ -1,0 +1,51 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stemsift.cli import main
+
+from conftest import make_stems, write_input_track
+
+
+def _params(tmp_path, **data):
+    p = {"data": {"source": "synthetic", "sample_rate": 8000, "out": str(tmp_path / "raw"), **data}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    return str(tmp_path / "params.yaml")
+
+
+def test_bad_folder_fails_in_one_line_and_keeps_previous_output(tmp_path, capsys):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for i in range(3):
+        write_input_track(good / "train" / f"song{i}", make_stems(i, sr=8000), 8000)
+        write_input_track(bad / "train" / f"song{i}", make_stems(i, sr=8000), 8000)
+    (bad / "train" / "song1" / "bass.wav").write_bytes(b"RIFF....garbage")
+    assert main(["prepare", "--params", _params(tmp_path, source=str(good), ingest={"reference_tracks": 0})]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["prepare", "--params", _params(tmp_path, source=str(bad), ingest={"reference_tracks": 0})]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bass.wav" in err and "unreadable audio" in err
+    after = {p.name: p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"sample_rat": 8000}, "data.sample_rat: unknown key"),
+    ({"channels": 6}, "data.channels: must be 1 or 2"),
+    ({"synthetic": {"tracks": {"dev": 3}}}, "data.synthetic.tracks: unknown split 'dev'"),
+    ({"source": "/no/such/folder"}, "/no/such/folder"),
+])
+def test_bad_params_are_one_line(tmp_path, capsys, data, message):
+    assert main(["prepare", "--params", _params(tmp_path, **data)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_validate_and_help_from_the_installed_command(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "stemsift.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(s in out.stdout for s in ("prepare", "contaminate", "catalogue"))
+    bad = subprocess.run([sys.executable, "-m", "stemsift.cli", "validate", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "manifest.parquet: missing" in bad.stderr
