@@ -17,7 +17,8 @@ TINY = {"workers": 2, "synthetic": {"duration": 3.0, "chorale_share": 0.5,
 
 
 def _sh(cmd, cwd):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True)
     assert out.returncode == 0, f"{cmd}\n{out.stdout}\n{out.stderr}"
     return out.stdout
@@ -32,7 +33,7 @@ def make_copy(dst: Path) -> Path:
     params["data"].update({k: v for k, v in TINY.items() if k != "synthetic"})
     params["data"]["synthetic"].update(TINY["synthetic"])
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _sh("git init -q && dvc init -q && dvc config core.analytics false", dst)
+    _sh("git init -q && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", dst)
     return dst
 
 
@@ -60,6 +61,7 @@ def test_dvc_repro_data_stages_is_reproducible(tmp_path):
     ha, hb = out_hashes(a), out_hashes(b)
     assert ha["data/raw"] == hb["data/raw"] and ha["data/contaminated"] == hb["data/contaminated"]
 
+    _sh("git add -A && git commit -qm data", a)
     _sh("dvc exp run -S contaminate.preset=effects", a)  # a sweep changes only what depends on it
     shown = _sh("dvc exp show --no-pager --csv", a)
     assert "songs_effects" in shown

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 
 from stemsift import LABELS
-from stemsift.stemset import MANIFEST, TRACKS, StemSet, atomic_file
+from stemsift.stemset import StemSet, atomic_file
 
 TRUTH = "truth.parquet"
 
@@ -101,10 +101,10 @@ FROM truth GROUP BY track_id;
 # The README's example queries; a test runs every one.
 EXAMPLE_QUERIES: dict[str, str] = {
     "songs and stems per defect": """
-        SELECT d.defect, count(*) AS songs, sum(d.defective_stems) AS defective_stems
+        SELECT d.defect, count(*) AS songs, sum(d.defective_stems)::INT AS defective_stems
         FROM song_defects d GROUP BY d.defect ORDER BY songs DESC""",
     "stems per label and split": """
-        SELECT split, label, count(*) AS stems, round(avg(rms_db), 1) AS mean_rms_db, sum(silent::INT) AS silent
+        SELECT split, label, count(*) AS stems, round(avg(rms_db), 1) AS mean_rms_db, sum(silent::INT)::INT AS silent
         FROM stems WHERE stemset = 'contaminated' GROUP BY split, label ORDER BY split, label""",
     "stems whose content is not their label": """
         SELECT track_id, label, defect, kind, true_instruments

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from importlib import import_module
@@ -43,7 +44,9 @@ def _query(args) -> None:
         for title, sql in sqls.items():
             if title:
                 print(f"-- {title}")
-            print(query(args.db, sql).to_string(index=False), end="\n\n")
+            df = query(args.db, sql)
+            more = f"\n... {len(df) - args.rows} more rows" if len(df) > args.rows else ""
+            print(df.head(args.rows).to_string(index=False) + more, end="\n\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("sql", nargs="?", help="SQL text")
     sp.add_argument("--db", default="data/catalogue.duckdb")
     sp.add_argument("--examples", action="store_true", help="run the README's example queries")
+    sp.add_argument("--rows", type=int, default=20, help="rows to print per query (default 20)")
     sp.set_defaults(func=_query)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stemsift query ... | head` ends quietly
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"stemsift {args.command}: warning: {msg}\n"
     try:

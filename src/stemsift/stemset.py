@@ -98,6 +98,11 @@ class StemSetWriter:
             channels=self.channels, frames=len(mix), sha1=sha1_file(self.root / rel), source=self.source,
             meta=json.dumps(meta or {}, sort_keys=True, default=_json_default)))
 
+    def merge(self, other: "StemSetWriter") -> None:
+        """Adopt the rows of a writer that wrote into the same root (e.g. in a worker process)."""
+        self.stem_rows += other.stem_rows
+        self.track_rows += other.track_rows
+
     def copy_track(self, src: "StemSet", track_id: str) -> None:
         """Copy a track's files and rows unchanged from another stem set (same layout)."""
         t = src.tracks[src.tracks.track_id == track_id]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from stemsift import LABELS
 
@@ -90,6 +91,8 @@ SECTION_STYLE = {
 }
 STEM_LEVEL_DB = {"vocals": 0.0, "bass": -3.0, "drums": -1.0, "other": -3.0}  # pop-mix balance
 PEAK_LIMIT = 0.49  # a hair under the 0.5 promise so float re-summation in any order stays below it
+RMS_FLOOR = 10 ** (-46 / 20)  # keeps every stem clear of the -50 dBFS silence threshold
+MIN_RENDER_RATE = 27000  # SoundFont filters reach 13.5 kHz; render at least twice that
 
 
 @dataclass
@@ -106,6 +109,8 @@ class _Part:
 
 @dataclass
 class _Section:
+    """A stretch of bars with one arrangement (who plays, drum style, dynamics)."""
+
     name: str
     bar0: int
     bars: int
@@ -138,8 +143,8 @@ def _soundfont(path: str | None):
             raise ValueError(f"soundfont not found: {p}")
         try:
             _SF_CACHE[key] = tsf.SoundFont(str(p))
-        except Exception as e:  # tinysoundfont raises RuntimeError for unparsable files
-            raise ValueError(f"cannot load soundfont {p}: {e}") from None
+        except Exception:  # tinysoundfont raises RuntimeError for unparsable files
+            raise ValueError(f"cannot load soundfont {p}: not a readable .sf2/.sf3 file") from None
     return _SF_CACHE[key]
 
 
@@ -158,6 +163,7 @@ def _chord(symbol: str, tonic: int) -> tuple[int, str]:
 
 
 def _chord_pcs(root: int, quality: str, seventh: bool, tonic: int) -> list[int]:
+    """Pitch classes of a triad, optionally with a diatonic-sounding seventh."""
     pcs = [(root + i) % 12 for i in _TRIADS[quality]]
     if seventh:  # dominant 7th on V, major 7th on other major chords, minor 7th otherwise
         pcs.append((root + (11 if quality == "maj" and (root - tonic) % 12 != 7 else 10)) % 12)
@@ -176,7 +182,7 @@ def _near(pc: int, target: float, lo: int = 0, hi: int = 127) -> int:
     return p
 
 
-def _plan(rng, tempo: float, duration: float, style: str) -> list[_Section]:
+def _plan(rng, tempo: float, duration: float) -> list[_Section]:
     """Song form, an excerpt of it covering the duration, and per-section arrangement flags."""
     verse, chorus = int(rng.choice([4, 8])), int(rng.choice([4, 8]))
     form = [("intro", int(rng.choice([0, 2, 2, 4]))), ("verse", verse), ("chorus", chorus), ("verse", verse),
@@ -208,6 +214,7 @@ def _plan(rng, tempo: float, duration: float, style: str) -> list[_Section]:
 
 
 def _norm(w):
+    """Weights -> probabilities."""
     w = np.asarray(w, float)
     return w / w.sum()
 
@@ -228,10 +235,11 @@ def _chord_track(rng, sections, mode: str, tonic: int) -> tuple[list, dict]:
             d = min(bars_per_chord * 4.0, (s.bar0 + s.bars) * 4.0 - t)
             track.append((t, d) + _chord(syms[k % len(syms)], tonic))
             t, k = t + d, k + 1
-    return track, {"progressions": {k: v for k, v in progs.items()}, "bars_per_chord": bars_per_chord}
+    return track, {"progressions": dict(progs), "bars_per_chord": bars_per_chord}
 
 
 def _chord_at(track, beat: float):
+    """The chord sounding at a beat."""
     starts = [c[0] for c in track]
     return track[max(0, bisect_right(starts, beat + 1e-9) - 1)]
 
@@ -239,14 +247,14 @@ def _chord_at(track, beat: float):
 # ----------------------------------------------------------------------------- parts
 def _melody(rng, sections, track, tonic, mode, center) -> tuple[list, list]:
     """Phrased vocal melody (and a diatonic-third-below harmony for choruses) as note lists."""
-    scale = [p for p in range(center - 19, center + 20) if (p - tonic) % 12 in SCALES[mode]]
+    scale = [p for p in range(center - 12, center + 15) if (p - tonic) % 12 in SCALES[mode]]
     motifs = {n: [MELODY_CELLS[i] for i in rng.choice(len(MELODY_CELLS), 2, replace=False)]
               for n in ("verse", "chorus", "bridge", "other")}
     artic = float(rng.uniform(0.82, 0.97))
     lead, harm = [], []
     for s in (s for s in sections if s.vocals):
         cells = [d for c in motifs.get(s.name, motifs["other"]) for d in c]
-        shift = 3 if s.name == "chorus" else 0
+        shift = 2 if s.name == "chorus" else 0  # choruses sit higher
         home = int(np.argmin([abs(p - center) for p in scale])) + shift
         idx = home
         plen = int(rng.choice([2, 4])) if s.bars >= 4 else s.bars
@@ -303,7 +311,7 @@ def _bass(rng, sections, track, pattern_verse, pattern_chorus) -> list:
     return notes
 
 
-def _drums(rng, sections, groove: str, tempo: float) -> list:
+def _drums(rng, sections, groove: str) -> list:
     """Drum hits for the groove per section, with variants, fills at section ends and crashes."""
     main = GROOVES[groove][0]
     steps = len(main["K"])
@@ -472,6 +480,7 @@ def _rearticulate(notes, step: float) -> list:
 
 
 def _in_sections(notes, sections, pred) -> list:
+    """Notes that start inside sections satisfying pred."""
     ok = [(s.bar0 * 4.0, (s.bar0 + s.bars) * 4.0) for s in sections if pred(s)]
     return [n for n in notes if any(a <= n[0] < b for a, b in ok)]
 
@@ -486,14 +495,13 @@ def _scale_vel(notes, sections) -> list:
 
 
 # ----------------------------------------------------------------------------- rendering
-def _render(template, parts: list[_Part], tempo: float, cfg: SynthConfig, n: int, rng) -> np.ndarray:
-    """Render one stem's parts with a fresh clone of the SoundFont; events are sample-accurate."""
+def _render(template, parts: list[_Part], tempo: float, sr: int, stereo: bool, n: int, rng) -> np.ndarray:
+    """Render one stem's parts (n frames at rate sr) with a fresh clone of the SoundFont; sample-accurate events."""
     from tinysoundfont import _tinysoundfont as tsf
 
     sf = tsf.SoundFont(template)  # a clone has its own voices and channels: no state leaks between songs
-    stereo = cfg.channels == 2
-    sf.set_output(tsf.OutputMode.StereoInterleaved if stereo else tsf.OutputMode.Mono, cfg.sample_rate, 0.0)
-    sr, spb = cfg.sample_rate, 60.0 / tempo
+    sf.set_output(tsf.OutputMode.StereoInterleaved if stereo else tsf.OutputMode.Mono, sr, 0.0)
+    spb = 60.0 / tempo
     events = []
     for i, part in enumerate(parts):
         ch = 9 if part.drum else i + (i >= 9)
@@ -532,7 +540,7 @@ def _render(template, parts: list[_Part], tempo: float, cfg: SynthConfig, n: int
         if f >= n:
             break
         if f > pos:
-            sf.render(buf[pos:f])
+            sf.render(buf[pos:f].reshape(-1).view(np.uint8))  # the binding takes raw bytes
             pos = f
         if kind == 2:
             sf.channel_note_on(ch, a, b / 127.0)
@@ -541,7 +549,7 @@ def _render(template, parts: list[_Part], tempo: float, cfg: SynthConfig, n: int
         else:
             sf.channel_set_pitch_wheel(ch, a)
     if pos < n:
-        sf.render(buf[pos:n])
+        sf.render(buf[pos:n].reshape(-1).view(np.uint8))
     return buf if stereo else buf[:, None]
 
 
@@ -566,7 +574,7 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
     groove = str(rng.choice(list(GROOVES)))
     tempo = float(round(rng.uniform(*GROOVES[groove][1]), 1))
     tonic, mode = int(rng.integers(12)), str(rng.choice(["major", "minor"], p=[0.6, 0.4]))
-    sections = _plan(rng, tempo, cfg.duration, groove)
+    sections = _plan(rng, tempo, cfg.duration)
     total = (sections[-1].bar0 + sections[-1].bars) * 4.0
     chorale = None
     if rng.random() < cfg.chorale_share:
@@ -599,7 +607,9 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
     if chorale:
         transpose = (tonic - chorale["tonic"] + 6) % 12 - 6
         lines = _chorale_lines(chorale, transpose, total)
-        vocal.notes = _scale_vel(_in_sections(lines["S"], sections, lambda s: s.vocals), sections)
+        octave = -12 if np.median([n[2] for n in lines["S"]]) > center + 7 else 0  # keep the singer's register
+        vocal.notes = _scale_vel(_in_sections([[t, d, p + octave, v, f] for t, d, p, v, f in lines["S"]],
+                                              sections, lambda s: s.vocals), sections)
         blines = [[t, d, p - 12 if p - 12 >= 28 else p, v] for t, d, p, v, _ in lines["B"]]
         pulse = rng.random() < 0.5
         bass.notes = _scale_vel(_in_sections(_rearticulate(blines, 0.5) if pulse else blines, sections,
@@ -619,7 +629,7 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
             c = center + int(rng.integers(-5, 6)) + (7 if role == "arp" else 0)
             part.notes = _comp(rng, sections, track, tonic, role, c, seventh, k, tempo,
                                strum if families[k] == "guitar" else 0.0)
-    kit.notes = _drums(rng, sections, groove, tempo)
+    kit.notes = _drums(rng, sections, groove)
     vparts = [vocal]
     if harm and rng.random() < 0.5:
         vparts.append(_Part(vocal.program, pan=float(rng.uniform(0.3, 0.7)), volume=0.7, vibrato=vocal.vibrato,
@@ -629,15 +639,27 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
     # render each stem, balance to pop-mix levels, set song loudness and keep the sum's peak in bounds
     stems, gains = {}, {}
     for i, label in enumerate(LABELS):
-        x = _render(template, stem_parts[label], tempo, cfg, n, np.random.default_rng([seed, i]))
+        # TinySoundFont's resonant filters blow up near Nyquist at low rates: render pitched stems oversampled
+        up = 1 if label == "drums" else max(1, math.ceil(MIN_RENDER_RATE / cfg.sample_rate))
+        x = _render(template, stem_parts[label], tempo, cfg.sample_rate * up, cfg.channels == 2, n * up,
+                    np.random.default_rng([seed, i]))
+        if up > 1:
+            x = resample_poly(x, 1, up, axis=0).astype(np.float32)
         level = _active_rms(x, cfg.sample_rate)
         gains[label] = STEM_LEVEL_DB[label] + float(rng.uniform(-3, 3))
         stems[label] = x * np.float32(10 ** (gains[label] / 20) / max(level, 1e-9))
-    mix = sum(stems[label] for label in LABELS)
     loud_db = float(rng.uniform(-32, -20))
-    g = 10 ** (loud_db / 20) / max(_active_rms(mix, cfg.sample_rate), 1e-9)
-    g = min(g, PEAK_LIMIT / max(float(np.abs(mix).max()), 1e-9))
-    stems = {label: np.ascontiguousarray(stems[label] * np.float32(g), dtype=np.float32) for label in LABELS}
+    g = 10 ** (loud_db / 20) / max(_active_rms(sum(stems.values()), cfg.sample_rate), 1e-9)
+    stems = {label: stems[label] * np.float32(g) for label in LABELS}
+    for label in LABELS:  # a stem that plays little must still not be (near) silent over the song
+        rms = float(np.sqrt(np.mean(stems[label].astype(np.float64) ** 2)))
+        if 0 < rms < RMS_FLOOR:
+            stems[label] *= np.float32(RMS_FLOOR / rms)
+    peak = float(np.abs(sum(stems[label] for label in LABELS)).max())
+    if peak > PEAK_LIMIT:
+        stems = {label: stems[label] * np.float32(PEAK_LIMIT / peak) for label in LABELS}
+        g *= PEAK_LIMIT / peak
+    stems = {label: np.ascontiguousarray(stems[label], dtype=np.float32) for label in LABELS}
 
     meta = {
         "seed": int(seed), "source": "chorale" if chorale else "procedural",
@@ -652,7 +674,8 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
                                   for p in stem_parts[label]] for label in LABELS},
         "other_roles": [r for _, r in others], "other_families": families,
         "bass_patterns": None if chorale else [pattern_verse, pattern_chorus],
-        "stem_level_db": {k: round(v, 2) for k, v in gains.items()}, "song_gain_db": round(20 * math.log10(g), 2),
+        "stem_level_db": {k: round(v, 2) for k, v in gains.items()}, "loudness_target_db": round(loud_db, 2),
+        "peak": round(float(np.abs(sum(stems[label] for label in LABELS)).max()), 4),
         "soundfont": Path(cfg.soundfont).name if cfg.soundfont not in (None, "default") else "TimGM6mb.sf2",
         "sample_rate": cfg.sample_rate, "channels": cfg.channels, "duration": cfg.duration,
     }

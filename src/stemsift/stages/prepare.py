@@ -21,12 +21,15 @@ def synthetic_jobs(p: DataParams) -> list[tuple[str, str, int]]:
             for split in SPLITS for i in range(p.synthetic.tracks.get(split, 0))]
 
 
-def _render(job):
+def _render_and_write(job) -> StemSetWriter:
+    """Render one song and write its files (in a worker: encoding is half the cost); return its rows."""
     from stemsift.data.synth import render_song
 
-    track_id, split, seed, cfg = job
+    track_id, split, seed, cfg, spec = job
+    writer = StemSetWriter(*spec)
     stems, meta = render_song(seed, cfg)
-    return track_id, split, stems, {**meta, "seed": seed}
+    writer.add_track(track_id, split, stems, {**meta, "seed": seed})
+    return writer
 
 
 def render_synthetic(p: DataParams, writer: StemSetWriter) -> None:
@@ -38,15 +41,15 @@ def render_synthetic(p: DataParams, writer: StemSetWriter) -> None:
         raise FileNotFoundError(f"{soundfont}: data.synthetic.soundfont does not exist")
     cfg = SynthConfig(sample_rate=p.sample_rate, channels=p.channels, duration=float(p.synthetic.duration),
                       soundfont=soundfont, chorale_share=float(p.synthetic.chorale_share))
-    jobs = [(tid, split, seed, cfg) for tid, split, seed in synthetic_jobs(p)]
+    spec = (writer.root, writer.sample_rate, writer.channels, writer.ext, writer.source)
+    jobs = [(tid, split, seed, cfg, spec) for tid, split, seed in synthetic_jobs(p)]
     if p.workers > 1:
         with mp.get_context("fork").Pool(min(p.workers, len(jobs))) as pool:
-            for track_id, split, stems, meta in pool.imap(_render, jobs, chunksize=4):
-                writer.add_track(track_id, split, stems, meta)
+            for done in pool.imap(_render_and_write, jobs, chunksize=2):
+                writer.merge(done)
     else:
         for job in jobs:
-            track_id, split, stems, meta = _render(job)
-            writer.add_track(track_id, split, stems, meta)
+            writer.merge(_render_and_write(job))
 
 
 def run(params: dict) -> StemSet:
