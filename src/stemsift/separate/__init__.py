@@ -1,0 +1,1 @@
+"""Separator backbone: Open-Unmix presets, random-mix sampling honouring selections, training, evaluation."""
