@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml requirements.txt
 
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc metrics show
-	$(BIN)/stemsift query --examples
+	$(BIN)/stemsift query --examples --rows 8
+	$(BIN)/stemsift report
 
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
@@ -32,8 +32,14 @@ test: setup
 test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
 
+# Smoke-train (demucs' pattern): the whole pipeline with tiny params in a temporary copy of the repo.
+smoke: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
+
 bench: setup
 	$(BIN)/python bench/bench_data.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_evaluate.py
 
 clean-data:
-	rm -rf data/raw data/contaminated data/catalogue.duckdb
+	rm -rf data/raw data/contaminated data/selections data/runs data/catalogue.duckdb models .stemsift-cache

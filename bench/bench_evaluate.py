@@ -1,12 +1,16 @@
 """Scoring speed: museval BSSEval v4 per track, serial vs worker processes, side by side; utterance SDR for scale.
 
-    python bench/bench_evaluate.py [--tracks 4] [--seconds 10] [--sample-rate 16000] [--channels 2]
-                                   [--workers 2] [--methods spawn[,fork]]
+    python bench/bench_evaluate.py [--tracks 4] [--seconds 20] [--sample-rate 16000] [--channels 2]
+                                   [--workers 2] [--methods spawn[,fork]] [--with-torch]
 
 Every run checks that the parallel scores are bitwise equal to the serial ones. museval's cost per track is
 dominated by four solves of a (4 * channels * 512)^2 system (its 512-tap distortion filters), nearly independent
-of the track length; the rest grows with it. Defaults stay under 2 minutes on 2 cores; the 8 x 20 s figures in
-the module docs come from ``--tracks 8 --seconds 20`` (about 4-5 minutes there).
+of the track length; the rest grows with it. Defaults stay under 2 minutes on 2 cores (about 10 s per stereo
+track serially there); ``--tracks 8 --methods spawn,fork`` takes about 4 minutes. numpy's BLAS threads matter:
+serial museval uses all of them, so 2 workers on 2 cores oversubscribe; ``OPENBLAS_NUM_THREADS=1`` in the
+environment makes serial slower and parallel faster (serial and parallel still agree bitwise, since both then
+use one thread). ``--with-torch`` imports torch and runs a matmul in the parent first (live intra-op threads,
+as in the evaluate stage after separation) to show the start methods cope with it.
 """
 from __future__ import annotations
 
@@ -47,12 +51,19 @@ def bitwise_equal(a, b) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--sample-rate", type=int, default=16000)
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--methods", default=ev.START_METHOD, help="process start methods to time, e.g. spawn,fork")
+    ap.add_argument("--with-torch", action="store_true", help="use torch's thread pool in the parent first")
     a = ap.parse_args()
+
+    if a.with_torch:
+        import torch
+
+        x = torch.randn(1000, 1000)
+        float((x @ x).sum())
 
     t0 = time.perf_counter()
     import museval  # noqa: F401  (the parent pays this once; spawned workers pay it again each)
@@ -72,7 +83,8 @@ def main() -> None:
             ev.START_METHOD = method
             t0 = time.perf_counter()
             par = ev.score_tracks(items, a.sample_rate, workers=a.workers)
-            results.append((f"museval parallel", a.workers, method, time.perf_counter() - t0, bitwise_equal(par, serial)))
+            results.append(("museval parallel", a.workers, method, time.perf_counter() - t0,
+                            bitwise_equal(par, serial)))
     finally:
         ev.START_METHOD = default_method
 

@@ -1,19 +1,26 @@
 """End to end: `dvc repro` of the data stages in temporary copies of the repository (tiny params)."""
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from stemsift.catalogue import EXAMPLE_QUERIES, query
+from stemsift.params import TRAIN_SETS
+from stemsift.tracking import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = {"workers": 2, "synthetic": {"duration": 3.0, "chorale_share": 0.5,
                                     "tracks": {"train": 8, "reference": 2, "test": 2}}}
+# Smoke training (demucs' `make smoke` pattern): a few steps per target, one seed.
+TINY_TRAIN = {"seeds": [0], "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "seq_dur": 1.0,
+              "valid_segments": 1, "hidden_size": 32, "nb_layers": 1}
 
 
 def _sh(cmd, cwd):
@@ -27,11 +34,12 @@ def _sh(cmd, cwd):
 def make_copy(dst: Path) -> Path:
     """A fresh git+DVC repo with this repo's pipeline, code and params (tiny data)."""
     dst.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "src"):
+    for name in ("dvc.yaml", "params.yaml", "src", ".gitignore"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, dst / name)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["data"].update({k: v for k, v in TINY.items() if k != "synthetic"})
     params["data"]["synthetic"].update(TINY["synthetic"])
+    params["train"].update(TINY_TRAIN)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh("git init -q && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", dst)
     return dst
@@ -43,7 +51,7 @@ def out_hashes(repo: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_dvc_repro_data_stages_is_reproducible(tmp_path):
+def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     a = make_copy(tmp_path / "a")
     _sh("dvc repro", a)
     db = a / "data" / "catalogue.duckdb"
@@ -55,6 +63,14 @@ def test_dvc_repro_data_stages_is_reproducible(tmp_path):
     metrics = _sh("dvc metrics show", a)
     assert "songs_label_noise" in metrics
     _sh("stemsift validate data/contaminated", a)
+    separation = json.loads((a / "metrics" / "separation.json").read_text())
+    assert set(TRAIN_SETS) <= set(separation) and "gain_db" in separation and "gap_closed" in separation
+    assert all(np.isfinite(separation[n]["sdr_avg"]) for n in TRAIN_SETS)
+    run_id = json.loads((a / "metrics" / "train" / "baseline-runs.json").read_text())["0"]["mlflow_run_id"]
+    run = read_run(run_id, repo_root=a)
+    assert run["status"] == "FINISHED" and "sdr_avg" in run["metrics"] and run["params"]["train.seeds"] == "[0]"
+    assert len(run["history"]["train_loss"]) == 2 and any(p.endswith("vocals.pth") for p in run["artifacts"])
+    assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
 
     b = make_copy(tmp_path / "b")  # an independent copy: same params -> same data hashes
     _sh("dvc repro prepare contaminate", b)
@@ -64,4 +80,5 @@ def test_dvc_repro_data_stages_is_reproducible(tmp_path):
     _sh("git add -A && git commit -qm data", a)
     _sh("dvc exp run -S contaminate.preset=effects", a)  # a sweep changes only what depends on it
     shown = _sh("dvc exp show --no-pager --csv", a)
-    assert "songs_effects" in shown
+    assert "songs_effects" in shown and "sdr_avg" in shown
+    assert "songs_effects" in _sh("dvc metrics diff --all", a)

@@ -28,10 +28,12 @@ SCHEMA: dict[str, str] = {
     "refined_labels": "track_id VARCHAR, label VARCHAR, iteration INTEGER, "
                       + ", ".join(f"p_{c} DOUBLE" for c in LABELS) + ", refined VARCHAR[]",
     "scores": "cleaner VARCHAR, config_hash VARCHAR, track_id VARCHAR, label VARCHAR, score DOUBLE, song_score DOUBLE",
-    "selections": "cleaner VARCHAR, config_hash VARCHAR, keep_ratio DOUBLE, mode VARCHAR, track_id VARCHAR, "
-                  "label VARCHAR, target VARCHAR, keep BOOLEAN",
-    "runs": "run_name VARCHAR, mlflow_run_id VARCHAR, stemset_hash VARCHAR, params_hash VARCHAR, method VARCHAR, "
-            "seed INTEGER, " + ", ".join(f"sdr_{c} DOUBLE" for c in LABELS) + ", sdr_avg DOUBLE, created TIMESTAMP",
+    # train_set: baseline | cleaned | oracle | reference; role: target | interferer (see separate/selection.py)
+    "selections": "train_set VARCHAR, cleaner VARCHAR, config_hash VARCHAR, keep_ratio DOUBLE, mode VARCHAR, "
+                  "track_id VARCHAR, label VARCHAR, target VARCHAR, role VARCHAR, keep BOOLEAN",
+    "runs": "run_name VARCHAR, train_set VARCHAR, mlflow_run_id VARCHAR, stemset_hash VARCHAR, params_hash VARCHAR, "
+            "method VARCHAR, seed INTEGER, " + ", ".join(f"sdr_{c} DOUBLE" for c in LABELS) + ", sdr_avg DOUBLE, "
+            "sdr_utt_avg DOUBLE, train_seconds DOUBLE, created TIMESTAMP",
 }
 
 

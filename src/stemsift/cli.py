@@ -15,11 +15,22 @@ STAGES = {
     "prepare": "render the default synthetic stem set or ingest a real folder (params: data) -> data/raw",
     "contaminate": "simulate defects on the train split, truth kept (params: contaminate) -> data/contaminated",
     "catalogue": "assemble the DuckDB catalogue from the stages' tables (params: catalogue) -> data/catalogue.duckdb",
+    "filter": "selections of every training set: baseline, cleaned (keep ratio), oracle, reference (params: filter)",
+    "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
+    "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
+    "report": "the baseline / cleaned / oracle / reference comparison -> metrics/separation.json",
 }
+PER_SET = ("train", "evaluate")  # stages run once per training set (DVC foreach)
 
 
 def _stage(args) -> None:
-    import_module(f"stemsift.stages.{args.command}").run(load_params(args.params))
+    from stemsift.cost import stage_cost
+
+    stage = import_module(f"stemsift.stages.{args.command}")
+    params = load_params(args.params)
+    name = f"{args.command}-{args.set}" if args.command in PER_SET else args.command
+    with stage_cost(name):  # metrics/cost/<stage>.json: seconds and peak MB, next to the stage's gain
+        stage.run(params, args.set) if args.command in PER_SET else stage.run(params)
 
 
 def _validate(args) -> None:
@@ -55,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in STAGES.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        if name in PER_SET:
+            from stemsift.params import TRAIN_SETS
+
+            sp.add_argument("--set", required=True, choices=TRAIN_SETS, help="training set")
         sp.set_defaults(func=_stage)
     sp = sub.add_parser("validate", help="check a stem-set folder (manifest, files, rates, hashes, silence)")
     sp.add_argument("root", help="stem-set folder holding manifest.parquet")
@@ -75,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"stemsift {args.command}: warning: {msg}\n"
     try:
         args.func(args)
-    except (StemSetError, ParamsError, AudioError, FileNotFoundError, ValueError) as e:
+    except (StemSetError, ParamsError, AudioError, OSError, ValueError, KeyError) as e:
         print(f"stemsift {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 1
     return 0

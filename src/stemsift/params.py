@@ -137,3 +137,64 @@ class CatalogueParams:
 def stage_params(params: dict, name: str, cls):
     """The typed block ``name`` of a loaded params.yaml (defaults where the block is absent)."""
     return _build(cls, params.get(name), f"{params.get('_path', 'params.yaml')}: {name}")
+
+
+TRAIN_SETS = ("baseline", "cleaned", "oracle", "reference")
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    cleaner: str = "none"       # which score table filters the cleaned set; 'none' keeps everything
+    keep_ratio: float = 1.0     # share of training songs (unified) or stems per target (per_target) kept
+    mode: str = "unified"       # unified | per_target
+    out: str = "data/selections"
+
+    def check(self, where: str) -> None:
+        _need(0 < float(self.keep_ratio) <= 1, f"{where}.keep_ratio", "must be in (0, 1]")
+        _need(self.mode in ("unified", "per_target"), f"{where}.mode", "must be unified or per_target")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: str = "small"        # small (CPU) | paper (open-unmix UMX size, 44.1 kHz)
+    device: str = "auto"        # auto | cpu | cuda
+    seeds: list = field(default_factory=lambda: [0, 1])
+    epochs: int = 6
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    seq_dur: float = 4.0
+    lr: float = 0.001
+    weight_decay: float = 0.00001
+    lr_decay_patience: int = 3
+    lr_decay_gamma: float = 0.3
+    patience: int = 4
+    valid_segments: int = 2     # fixed segments per reference song for the validation loss
+    hidden_size: int | None = None  # overrides of the preset
+    nb_layers: int | None = None
+    labels: str = "given"       # given | refined (self-refining issue)
+    method: str = "supervised"  # supervised | mixit (MixIT issue)
+    out: str = "models"
+
+    def check(self, where: str) -> None:
+        from stemsift.separate.model import PRESETS
+
+        _need(self.model in PRESETS, f"{where}.model", f"unknown preset {self.model!r} (use {', '.join(PRESETS)})")
+        _need(self.device in ("auto", "cpu", "cuda"), f"{where}.device", "must be auto, cpu or cuda")
+        _need(isinstance(self.seeds, list) and self.seeds and all(isinstance(s, int) for s in self.seeds),
+              f"{where}.seeds", "must be a non-empty list of integers")
+        for key in ("epochs", "steps_per_epoch", "batch_size", "valid_segments"):
+            _need(int(getattr(self, key)) >= 1, f"{where}.{key}", "must be >= 1")
+        _need(float(self.seq_dur) > 0, f"{where}.seq_dur", "must be > 0 seconds")
+        _need(self.labels == "given", f"{where}.labels", "only 'given' exists so far (refined arrives with the refine stage)")
+        _need(self.method == "supervised", f"{where}.method", "only 'supervised' exists so far (mixit arrives later)")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    workers: int = 2            # processes for museval (results equal the serial ones)
+    niter: int = 1              # Wiener EM iterations in the Separator (open-unmix default 1)
+    out: str = "metrics"
+
+    def check(self, where: str) -> None:
+        _need(int(self.workers) >= 1, f"{where}.workers", "must be >= 1")
+        _need(int(self.niter) >= 0, f"{where}.niter", "must be >= 0")

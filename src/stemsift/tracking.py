@@ -180,3 +180,13 @@ def read_run(run_id: str, repo_root: str | Path = ".") -> dict:
             (todo if f.is_dir else artifacts).append(f.path)
     return {"params": dict(run.data.params), "metrics": dict(run.data.metrics), "tags": dict(run.data.tags),
             "history": history, "artifacts": sorted(artifacts), "status": run.info.status}
+
+
+def log_final_metrics(run_id: str, metrics: dict[str, float], repo_root: str | Path = ".") -> None:
+    """Add metrics to a finished run (evaluation happens in a later stage than training)."""
+    import math
+
+    client = _mlflow().MlflowClient(tracking_uri(repo_root))
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            client.log_metric(run_id, k, float(v))

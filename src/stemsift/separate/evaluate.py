@@ -31,15 +31,21 @@ from stemsift import LABELS
 
 COLUMNS: tuple[str, ...] = ("track_id", "target", "sdr", "sdr_utt", "frames")
 
-# Process start method for ``score_tracks(workers > 1)``. Measured (bench/bench_evaluate.py, 2 cores):
-# 'fork' and 'spawn' give bitwise-identical scores and neither hung, even with torch imported and its
-# intra-op thread pool running in the parent. 'spawn' is used because the evaluate stage runs right after
-# torch inference in the same process: forking a process with live OpenMP/torch threads is undefined
-# territory (locks held by threads that do not exist in the child; Python >= 3.12 warns about it and
-# 3.14 dropped fork as the Linux default), while a spawned child starts clean. Its price is the child's
-# `import museval` (~3.5 s here: musdb, pandas, scipy.signal), paid once per worker in parallel, which
-# is small next to museval's ~seconds per track; fork would save only that start-up.
+# Process start method for ``score_tracks(workers > 1)``. Measured with bench/bench_evaluate.py (2 shared cores,
+# 16 kHz 20 s stereo, torch imported and its intra-op pool used in the parent first): 'fork' and 'spawn' both give
+# scores bitwise equal to the serial ones and neither hung. 'spawn' is used because the evaluate stage runs right
+# after torch inference in the same process: forking a process with live OpenMP/torch threads is undefined
+# territory (locks held by threads that do not exist in the child; Python >= 3.12 warns about it and 3.14 dropped
+# fork as the Linux default), while a spawned child starts clean. Its price is the child's `import museval`
+# (~1-3.5 s: musdb, pandas, scipy.signal), paid once per worker, in parallel, per call: ~1-2 s per call in the
+# bench, against ~10 s of museval per stereo track.
+#
+# Bitwise equality with the serial path holds because a child runs the same code on the same float64 arrays with
+# the same BLAS thread count: every museval call runs under threadpool_limits(BLAS_THREADS), in the parent
+# (serial) and in each child alike. museval's LU solves would otherwise use every BLAS thread, so N workers on
+# few cores oversubscribe (measured: 1 thread x 2 workers = 1.78x serial; 2 threads x 2 workers ~ 1x).
 START_METHOD = "spawn"
+BLAS_THREADS = 1
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -145,7 +151,10 @@ def score_track(track_id: str, references: dict, estimates: dict, sample_rate: i
 
 def _score_stacked(track_id: str, refs: np.ndarray, ests: np.ndarray, sample_rate: int) -> list[dict]:
     """score_track on (4, frames, channels) float64 arrays from ``_stack`` (what worker processes receive)."""
-    framewise = _bsseval_stacked(refs, ests, sample_rate)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        framewise = _bsseval_stacked(refs, ests, sample_rate)
     rows = []
     for i, lb in enumerate(LABELS):
         sdr, n = _frame_median(framewise[lb])

@@ -1,0 +1,42 @@
+"""Stage `report`: the papers' comparison table in metrics/separation.json — SDR per training set, the gain
+of cleaned over baseline, and the share of the baseline -> oracle gap that cleaning closed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stemsift.params import TRAIN_SETS
+from stemsift.stages.evaluate import PER_TRACK
+from stemsift.stemset import atomic_file
+
+OUT = Path("metrics/separation.json")
+KEEP = ("sdr_avg", "sdr_avg_std", "sdr_vocals", "sdr_bass", "sdr_drums", "sdr_other", "sdr_utt_avg")
+
+
+def compare(results: dict[str, dict]) -> dict:
+    out = {name: {k: r[k] for k in KEEP if k in r} for name, r in results.items()}
+    base, clean, oracle = (results.get(n, {}).get("sdr_avg") for n in ("baseline", "cleaned", "oracle"))
+    if base is not None and clean is not None:
+        out["gain_db"] = round(clean - base, 3)
+    if base is not None and oracle is not None:
+        out["oracle_gap_db"] = round(oracle - base, 3)
+        # share of the baseline -> oracle gap closed by cleaning (Blind'25 headline); undefined without a gap
+        gap = oracle - base
+        out["gap_closed"] = round((clean - base) / gap, 3) if clean is not None and abs(gap) > 1e-6 else None
+    return out
+
+
+def run(params: dict) -> dict:
+    results = {n: json.loads((PER_TRACK / f"{n}.json").read_text()) for n in TRAIN_SETS if (PER_TRACK / f"{n}.json").is_file()}
+    table = compare(results)
+    with atomic_file(OUT) as tmp:
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+    print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other")
+    for n in results:
+        r = table[n]
+        print(f"{n:10s} {r['sdr_avg']:8.2f} {r.get('sdr_avg_std', 0):8.2f}  " +
+              " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")))
+    for k in ("gain_db", "oracle_gap_db", "gap_closed"):
+        if k in table:
+            print(f"{k}: {table[k]}")
+    return table

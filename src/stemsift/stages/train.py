@@ -1,0 +1,90 @@
+"""Stage `train@<set>`: one Open-Unmix separator per seed on a training set's selection; one MLflow run each."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pandas as pd
+
+from stemsift import memo
+from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, TrainParams, params_hash,
+                             stage_params)
+from stemsift.separate import model as sepmodel
+from stemsift.separate.data import StemPool, fixed_segments
+from stemsift.separate.selection import check_drawable, summary, typed
+from stemsift.separate.train import TrainConfig, train_separator
+from stemsift.stemset import StemSet, atomic_dir, atomic_file
+from stemsift.tracking import TrainingRun, dvc_out_hash
+
+
+def runs_file(set_name: str) -> Path:
+    """Run ids per seed: not a DVC metric (strings), read by the evaluate stage."""
+    return Path("metrics/train") / f"{set_name}-runs.json"
+
+
+def train_config(t: TrainParams) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in asdict(t).items() if k in names})
+
+
+def run(params: dict, set_name: str) -> dict:
+    if set_name not in TRAIN_SETS:
+        raise ValueError(f"unknown training set {set_name!r} (use {', '.join(TRAIN_SETS)})")
+    c = stage_params(params, "contaminate", ContaminateParams)
+    f = stage_params(params, "filter", FilterParams)
+    t = stage_params(params, "train", TrainParams)
+    sel = typed(pd.read_parquet(Path(f.out) / f"{set_name}.parquet"))
+    check_drawable(sel)
+    ss = StemSet(c.out)
+    cfg = sepmodel.preset(t.model, hidden_size=t.hidden_size, nb_layers=t.nb_layers, nb_channels=ss.channels)
+    device = sepmodel.resolve_device(t.device)
+    tc = train_config(t)
+    seq_len = int(round(tc.seq_dur * cfg.sample_rate))
+    plain = {k: v for k, v in params.items() if not k.startswith("_")}
+    tags = {"train_set": set_name, "stemset": c.out, "stemset_hash": dvc_out_hash(c.out) or "unknown",
+            "selection_hash": dvc_out_hash(f.out) or "unknown", "params_hash": params_hash(plain)}
+    kept = sel[sel.keep].sort_values(list(sel.columns))
+    songs = sorted(set(kept.track_id)) + ss.track_ids("reference")
+    memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device")},
+                 "model": asdict(cfg), "device": str(device), "selection": kept.astype(str).values.tolist(),
+                 "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist()}
+    pool = valid = None
+    report: dict = {"songs": summary(sel)["songs"], "seeds": len(t.seeds)}
+    runs = {}
+    with atomic_dir(Path(t.out) / set_name) as tmp:
+        for seed in t.seeds:
+            folder, mkey = tmp / f"seed{seed}", memo.key({**memo_base, "seed": seed})
+            with TrainingRun(f"{set_name}-seed{seed}", params=plain, tags={**tags, "seed": seed}) as run:
+                if (cached := memo.lookup("train", mkey)) is not None:  # same stems, params, seed: same model
+                    shutil.copytree(cached, folder)
+                    run.mlflow.set_tag("reused_identical_training", "true")
+                else:
+                    if pool is None:
+                        pool = StemPool(ss, sorted(set(kept.track_id)), cfg.sample_rate, cfg.nb_channels)
+                        valid = fixed_segments(ss, ss.track_ids("reference"), cfg.sample_rate, seq_len,
+                                               t.valid_segments, cfg.nb_channels)
+                    res = train_separator(pool, sel, valid, cfg, tc, seed, device)
+                    sepmodel.save(res.models, cfg, folder, {
+                        "seed": seed, "best_epoch": res.best_epoch, "best_valid": res.best_valid,
+                        "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
+                    memo.store("train", mkey, folder)
+                meta = json.loads((folder / "separator.json").read_text())
+                for row in meta["history"]:
+                    run.log_epoch(row["epoch"], **{k: v for k, v in row.items() if k != "epoch"})
+                valid_loss = sum(meta["best_valid"].values()) / len(meta["best_valid"])
+                run.log_metrics({"best_valid_loss": valid_loss, "train_seconds": meta["seconds"],
+                                 "train_steps": meta["steps"]})
+                run.log_model_dir(folder)
+                runs[str(seed)] = {"mlflow_run_id": run.run_id, "seconds": meta["seconds"], "steps": meta["steps"],
+                                   "epochs": len(meta["history"]), "reused": cached is not None, **tags}
+            report[f"valid_loss_seed{seed}"] = round(valid_loss, 5)
+            how = "reused an identical training" if cached is not None else f"{meta['steps']} steps in {meta['seconds']:.0f} s"
+            print(f"train@{set_name} seed {seed}: {how}, best valid loss {valid_loss:.5f} (epochs {meta['best_epoch']})")
+    report["seconds_per_run"] = round(sum(r["seconds"] for r in runs.values()) / len(runs), 1)
+    with atomic_file(runs_file(set_name)) as tmp:
+        tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
+    with atomic_file(Path("metrics/train") / f"{set_name}.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return report
