@@ -71,6 +71,9 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert run["status"] == "FINISHED" and "sdr_avg" in run["metrics"] and run["params"]["train.seeds"] == "[0]"
     assert len(run["history"]["train_loss"]) == 2 and any(p.endswith("vocals.pth") for p in run["artifacts"])
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
+    # no cleaner yet: the cleaned set selects the baseline's stems, so its training is reused, not recomputed
+    assert json.loads((a / "metrics" / "train" / "cleaned-runs.json").read_text())["0"]["reused"] is True
+    assert separation["cleaned"] == separation["baseline"] and separation["gain_db"] == 0
 
     b = make_copy(tmp_path / "b")  # an independent copy: same params -> same data hashes
     _sh("dvc repro prepare contaminate", b)

@@ -24,6 +24,11 @@ def files_sha1(folder: str | Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def code_version(*modules) -> str:
+    """Hash of the source files of the modules a result depends on: changed code never reuses old results."""
+    return key([hashlib.sha1(Path(m.__file__).read_bytes()).hexdigest() for m in modules])
+
+
 def lookup(kind: str, k: str) -> Path | None:
     p = root() / kind / k
     return p if p.is_dir() else None

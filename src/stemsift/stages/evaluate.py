@@ -14,6 +14,7 @@ from stemsift.audio import resample
 from stemsift import memo
 from stemsift.params import ContaminateParams, EvaluateParams, TrainParams, stage_params
 from stemsift.separate import model as sepmodel
+from stemsift.separate import evaluate as separate_evaluate
 from stemsift.separate.evaluate import score_tracks, summarize
 from stemsift.separate.train import separate_track
 from stemsift.stages.train import runs_file
@@ -38,6 +39,7 @@ def score_model(ss: StemSet, folder: Path, e: EvaluateParams, device) -> pd.Data
     models_meta = json.loads((folder / "separator.json").read_text())
     test = ss.track_ids("test")
     mkey = memo.key({"model": memo.files_sha1(folder), "niter": e.niter, "device": str(device),
+                     "code": memo.code_version(sepmodel, separate_evaluate),
                      "test": ss.stems[ss.stems.track_id.isin(test)].sha1.tolist()})
     if (cached := memo.lookup("evaluate", mkey)) is not None:
         return pd.read_parquet(cached / "per_track.parquet")

@@ -11,7 +11,9 @@ import pandas as pd
 from stemsift import memo
 from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, TrainParams, params_hash,
                              stage_params)
+from stemsift.separate import data as separate_data
 from stemsift.separate import model as sepmodel
+from stemsift.separate import train as separate_train
 from stemsift.separate.data import StemPool, fixed_segments
 from stemsift.separate.selection import check_drawable, summary, typed
 from stemsift.separate.train import TrainConfig, train_separator
@@ -49,7 +51,8 @@ def run(params: dict, set_name: str) -> dict:
     songs = sorted(set(kept.track_id)) + ss.track_ids("reference")
     memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device")},
                  "model": asdict(cfg), "device": str(device), "selection": kept.astype(str).values.tolist(),
-                 "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist()}
+                 "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist(),
+                 "code": memo.code_version(sepmodel, separate_data, separate_train)}
     pool = valid = None
     report: dict = {"songs": summary(sel)["songs"], "seeds": len(t.seeds)}
     runs = {}
