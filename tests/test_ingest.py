@@ -7,7 +7,7 @@ import soundfile as sf
 
 from stemsift import LABELS
 from stemsift.data.ingest import STEM_MP4_ORDER, ingest, track_id_from_name
-from stemsift.stemset import StemSet, StemSetError, StemSetWriter
+from stemsift.stemset import StemSetError, StemSetWriter
 
 from conftest import make_stems, write_input_track
 
