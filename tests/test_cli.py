@@ -9,6 +9,11 @@ from stemsift.cli import main
 from conftest import make_stems, write_input_track
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # stages write metrics/ relative to the cwd: keep the repo's own untouched
+
+
 def _params(tmp_path, **data):
     p = {"data": {"source": "synthetic", "sample_rate": 8000, "out": str(tmp_path / "raw"), **data}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))

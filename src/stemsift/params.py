@@ -90,7 +90,7 @@ class DataParams:
     source: str = "synthetic"
     seed: int = 0
     sample_rate: int = 16000
-    channels: int = 2
+    channels: int = 1           # mono default, as params.yaml
     format: str = "flac"
     workers: int = 2
     out: str = "data/raw"
@@ -159,10 +159,10 @@ class TrainParams:
     model: str = "small"        # small (CPU) | paper (open-unmix UMX size, 44.1 kHz)
     device: str = "auto"        # auto | cpu | cuda
     seeds: list = field(default_factory=lambda: [0, 1])
-    epochs: int = 6
-    steps_per_epoch: int = 20
+    epochs: int = 6             # defaults mirror params.yaml (the file always wins)
+    steps_per_epoch: int = 25
     batch_size: int = 8
-    seq_dur: float = 4.0
+    seq_dur: float = 3.0
     lr: float = 0.001
     weight_decay: float = 0.00001
     lr_decay_patience: int = 3

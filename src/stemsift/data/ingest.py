@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stemsift import LABELS, MIXTURE, SPLITS
-from stemsift.audio import AudioError, match_channels, read_audio, resample
+from stemsift.audio import AudioError, audio_info, match_channels, read_audio, resample
 from stemsift.stemset import (AUDIO_EXTS, Finding, StemSetError, StemSetWriter, check_audio_file,
                               fit_headroom, raise_first)
 
@@ -96,10 +96,10 @@ def check_track(track: InputTrack) -> list[Finding]:
         out += found
         if any(f.fatal for f in found):
             continue
-        x, sr = read_audio(path)
-        if x.shape[1] not in (1, 2):
-            out.append(Finding(str(path), f"{x.shape[1]} channels, expected 1 or 2"))
-        rates[label], frames[label] = sr, len(x)
+        info = audio_info(path)  # header only: check_audio_file already decoded the whole file once
+        if info.channels not in (1, 2):
+            out.append(Finding(str(path), f"{info.channels} channels, expected 1 or 2"))
+        rates[label], frames[label] = info.samplerate, info.frames
     if len(set(rates.values())) > 1:
         odd = next(lb for lb in rates if rates[lb] != rates.get("vocals", next(iter(rates.values()))))
         out.append(Finding(str(track.files[odd]), f"sample rate {rates[odd]} Hz differs from the track's other stems"))
