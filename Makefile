@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke clean-data
+.PHONY: setup demo test test-fast bench smoke sweep exps clean-data
 
 setup: $(STAMP)
 
@@ -36,10 +36,24 @@ test-fast: setup
 smoke: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
+# The issue's grid: 4 cleaners x 3 keep ratios as queued DVC experiments, then the table and the plots.
+sweep: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --queue -S 'score.cleaner=random,fad,mlp,confident' -S 'filter.ratio=0.5,0.75,0.9'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue start -j 1
+	@until ! PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
+	$(MAKE) exps
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift sweep
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc plots show -o metrics/sweep/plots
+
+# A readable `dvc exp show`: the swept params and the headline metrics only.
+EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$
+exps: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(EXP_KEEP)'
+
 bench: setup
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_evaluate.py
 
 clean-data:
-	rm -rf data/raw data/contaminated data/selections data/runs data/catalogue.duckdb models .stemsift-cache
+	rm -rf data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/runs data/catalogue.duckdb models .stemsift-cache

@@ -4,9 +4,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -71,9 +73,15 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert run["status"] == "FINISHED" and "sdr_avg" in run["metrics"] and run["params"]["train.seeds"] == "[0]"
     assert len(run["history"]["train_loss"]) == 2 and any(p.endswith("vocals.pth") for p in run["artifacts"])
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
-    # no cleaner yet: the cleaned set selects the baseline's stems, so its training is reused, not recomputed
-    assert json.loads((a / "metrics" / "train" / "cleaned-runs.json").read_text())["0"]["reused"] is True
-    assert separation["cleaned"] == separation["baseline"] and separation["gain_db"] == 0
+    # cleaners: every one scored every training stem; the default (fad at r=0.75) filtered 6 of 8 songs
+    cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
+    assert set(cleaning) == {"random", "fad", "mlp", "confident"}
+    assert all(0 <= cleaning[c]["song_auc"]["all"] <= 1 for c in cleaning)
+    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[4, 4 * 8 * 4]]
+    filt = json.loads((a / "metrics" / "filter.json").read_text())
+    assert filt["cleaned_songs"] == 6 and filt["baseline_songs"] == 8
+    _sh("stemsift validate data/filtered", a)
+    assert len(list((a / "data" / "filtered" / "train").iterdir())) == 6
 
     b = make_copy(tmp_path / "b")  # an independent copy: same params -> same data hashes
     _sh("dvc repro prepare contaminate", b)
@@ -81,7 +89,34 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert ha["data/raw"] == hb["data/raw"] and ha["data/contaminated"] == hb["data/contaminated"]
 
     _sh("git add -A && git commit -qm data", a)
-    _sh("dvc exp run -S contaminate.preset=effects", a)  # a sweep changes only what depends on it
+    # a ratio / cleaner sweep re-uses the embeddings and scores: only filter, train@cleaned, ... run again
+    log = _sh("dvc exp run -S score.cleaner=mlp -S filter.ratio=0.5", a)
+    assert "Stage 'embed' didn't change" in log and "Stage 'score' didn't change" in log
+    assert "Running stage 'train@cleaned'" in log and "Running stage 'train@baseline'" not in log
+    _sh("dvc exp run --queue -S 'score.cleaner=random,confident' -S filter.ratio=0.5", a)
+    _sh("dvc queue start -j 1", a)
+    for _ in range(600):
+        status = _sh("dvc queue status", a)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(1)
+    assert "Failed" not in status, status
     shown = _sh("dvc exp show --no-pager --csv", a)
-    assert "songs_effects" in shown and "sdr_avg" in shown
-    assert "songs_effects" in _sh("dvc metrics diff --all", a)
+    assert "song_auc" in shown and "gain_db" in shown
+    sweep = _sh("stemsift sweep", a)
+    table = pd.read_csv(a / "metrics" / "sweep.csv")
+    assert {("mlp", 0.5), ("random", 0.5), ("confident", 0.5), ("fad", 0.75)} <= set(zip(table.cleaner, table.ratio)), sweep
+    assert (a / "metrics" / "sweep" / "mlp.csv").is_file()
+    assert "cleaned_songs" in _sh("dvc metrics diff --all", a)  # workspace (mlp, r=0.5) vs HEAD (fad, r=0.75)
+
+    # another project pulls the filtered stem set of a tagged version through a local DVC remote
+    _sh(f"dvc remote add -d store {tmp_path / 'remote'} && dvc push -q && git add -A && git commit -qm remote "
+        "&& git tag v1", a)
+    c = tmp_path / "c"
+    c.mkdir()
+    _sh(f"git init -q && dvc init -q && dvc import {a} data/filtered -o filtered --rev v1 && "
+        f"dvc get {a} data/filtered -o got --rev v1", c)
+    for folder in ("filtered", "got"):
+        _sh(f"stemsift validate {folder}", c)
+        assert len(list((c / folder / "train").iterdir())) == 6
+    assert (c / "filtered.dvc").is_file()

@@ -14,8 +14,10 @@ from stemsift.stemset import StemSetError
 STAGES = {
     "prepare": "render the default synthetic stem set or ingest a real folder (params: data) -> data/raw",
     "contaminate": "simulate defects on the train split, truth kept (params: contaminate) -> data/contaminated",
+    "embed": "frame embeddings of the train and reference stems, cached by stem hash (params: embed) -> data/embeddings",
+    "score": "score every training stem with each cleaner in score.cleaners (params: score + cleaner blocks) -> data/scores",
     "catalogue": "assemble the DuckDB catalogue from the stages' tables (params: catalogue) -> data/catalogue.duckdb",
-    "filter": "selections of every training set: baseline, cleaned (keep ratio), oracle, reference (params: filter)",
+    "filter": "selections of every training set (cleaned: score.cleaner at filter.ratio) and the filtered stem set",
     "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
     "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
     "report": "the baseline / cleaned / oracle / reference comparison -> metrics/separation.json",
@@ -60,6 +62,12 @@ def _query(args) -> None:
             print(df.head(args.rows).to_string(index=False) + more, end="\n\n")
 
 
+def _sweep(args) -> None:
+    from stemsift import sweep
+
+    sweep.run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="stemsift", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -75,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("root", help="stem-set folder holding manifest.parquet")
     sp.add_argument("--quick", action="store_true", help="manifest checks only, no decoding")
     sp.set_defaults(func=_validate)
+    sp = sub.add_parser("sweep", help="collect a cleaner x keep-ratio sweep from `dvc exp show` into metrics/sweep*.csv")
+    sp.set_defaults(func=_sweep)
     sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")
     sp.add_argument("sql", nargs="?", help="SQL text")
     sp.add_argument("--db", default="data/catalogue.duckdb")

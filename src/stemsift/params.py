@@ -143,14 +143,60 @@ TRAIN_SETS = ("baseline", "cleaned", "oracle", "reference")
 
 
 @dataclass(frozen=True)
-class FilterParams:
-    cleaner: str = "none"       # which score table filters the cleaned set; 'none' keeps everything
-    keep_ratio: float = 1.0     # share of training songs (unified) or stems per target (per_target) kept
-    mode: str = "unified"       # unified | per_target
-    out: str = "data/selections"
+class EmbedParams:
+    embedder: str = "mel"       # mel | crepe | clap | mert (stemsift.embed registry)
+    device: str = "auto"        # auto | cpu | cuda
+    splits: list = field(default_factory=lambda: ["train", "reference"])
+    out: str = "data/embeddings"  # one folder per embedder, files named by stem sha1
+    mel: dict = field(default_factory=dict)
+    crepe: dict = field(default_factory=dict)
+    clap: dict = field(default_factory=dict)
+    mert: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
-        _need(0 < float(self.keep_ratio) <= 1, f"{where}.keep_ratio", "must be in (0, 1]")
+        from stemsift import SPLITS
+        from stemsift.embed import REGISTRY
+
+        _need(self.embedder in REGISTRY, f"{where}.embedder", f"unknown embedder {self.embedder!r} (use {', '.join(REGISTRY)})")
+        _need(self.device in ("auto", "cpu", "cuda"), f"{where}.device", "must be auto, cpu or cuda")
+        _need(set(self.splits) <= set(SPLITS) and "train" in self.splits and "reference" in self.splits,
+              f"{where}.splits", f"must include train and reference (known: {', '.join(SPLITS)})")
+
+    def options(self) -> dict:
+        return dict(getattr(self, self.embedder, {}) or {})
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) / self.embedder
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    cleaner: str = "fad"        # the cleaner whose scores filter the `cleaned` training set; none keeps everything
+    cleaners: list = field(default_factory=lambda: ["random", "fad", "mlp", "confident"])  # scored and compared
+    seed: int = 0
+    report_ratios: list = field(default_factory=lambda: [0.5, 0.75, 0.9])  # keep ratios of metrics/cleaning.json
+    out: str = "data/scores"
+
+    def check(self, where: str) -> None:
+        from stemsift.clean import REGISTRY
+
+        _need(isinstance(self.cleaners, list), f"{where}.cleaners", "must be a list of cleaner names")
+        for name in [self.cleaner, *self.cleaners]:
+            _need(name == "none" or name in REGISTRY, f"{where}.cleaner",
+                  f"unknown cleaner {name!r} (use none, {', '.join(REGISTRY)})")
+        _need(all(0 < float(r) <= 1 for r in self.report_ratios), f"{where}.report_ratios", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    ratio: float = 0.75         # keep ratio r: share of training songs kept (per target model in per_target mode)
+    mode: str = "unified"       # unified | per_target (Blind'25 section 2.1)
+    out: str = "data/selections"
+    stems: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
+
+    def check(self, where: str) -> None:
+        _need(0 < float(self.ratio) <= 1, f"{where}.ratio", "must be in (0, 1]")
         _need(self.mode in ("unified", "per_target"), f"{where}.mode", "must be unified or per_target")
 
 

@@ -103,12 +103,18 @@ class StemSetWriter:
         self.stem_rows += other.stem_rows
         self.track_rows += other.track_rows
 
-    def copy_track(self, src: "StemSet", track_id: str) -> None:
-        """Copy a track's files and rows unchanged from another stem set (same layout)."""
+    def copy_track(self, src: "StemSet", track_id: str, link: bool = False) -> None:
+        """Copy (or hard-link: no extra space, same bytes) a track's files and rows from another stem set."""
         t = src.tracks[src.tracks.track_id == track_id]
         rows = src.stems[src.stems.track_id == track_id]
         for rel in list(rows.path) + list(t.mixture_path):
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            if link:
+                try:
+                    os.link(src.root / rel, self.root / rel)
+                    continue
+                except OSError:  # another file system: fall back to a copy
+                    pass
             shutil.copyfile(src.root / rel, self.root / rel)
         self.stem_rows += rows.to_dict("records")
         self.track_rows += t.to_dict("records")

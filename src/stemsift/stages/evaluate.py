@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from stemsift import LABELS
 from stemsift.audio import resample

@@ -39,13 +39,14 @@ def run(params: dict, set_name: str) -> dict:
     t = stage_params(params, "train", TrainParams)
     sel = typed(pd.read_parquet(Path(f.out) / f"{set_name}.parquet"))
     check_drawable(sel)
-    ss = StemSet(c.out)
+    root = f.stems if set_name == "cleaned" else c.out  # cleaned trains from the filtered stem set
+    ss = StemSet(root)
     cfg = sepmodel.preset(t.model, hidden_size=t.hidden_size, nb_layers=t.nb_layers, nb_channels=ss.channels)
     device = sepmodel.resolve_device(t.device)
     tc = train_config(t)
     seq_len = int(round(tc.seq_dur * cfg.sample_rate))
     plain = {k: v for k, v in params.items() if not k.startswith("_")}
-    tags = {"train_set": set_name, "stemset": c.out, "stemset_hash": dvc_out_hash(c.out) or "unknown",
+    tags = {"train_set": set_name, "stemset": root, "stemset_hash": dvc_out_hash(root) or "unknown",
             "selection_hash": dvc_out_hash(f.out) or "unknown", "params_hash": params_hash(plain)}
     kept = sel[sel.keep].sort_values(list(sel.columns))
     songs = sorted(set(kept.track_id)) + ss.track_ids("reference")

@@ -1,0 +1,94 @@
+"""The cleaner registry (fadtk's ModelLoader pattern): one small base class, one module per cleaner.
+
+A cleaner sees a :class:`StemView` of the training and clean reference splits (audio, manifest rows without
+track metadata, embeddings) and returns one score per training stem, higher = keep. The defect truth and the
+contaminate stage's track metadata never enter the view.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from stemsift.stemset import StemSet
+
+# The manifest columns a cleaner may read; `tracks.meta` (which names the simulated defect) is not among them.
+VIEW_COLUMNS = ["track_id", "split", "label", "path", "sample_rate", "channels", "frames", "sha1", "rms_db", "silent"]
+
+
+class CleanerError(ValueError):
+    """A bad cleaner name or option; one line naming the params key."""
+
+
+@dataclass
+class StemView:
+    """Truth-free view of a stem set: training stems to score, clean reference stems to learn from."""
+
+    train: pd.DataFrame
+    reference: pd.DataFrame
+    load_audio: Callable[[str, str], np.ndarray]
+    embeddings: Callable[[str], np.ndarray] | None = None  # stem sha1 -> (frames, dim)
+    sample_rate: int = 0
+
+    @classmethod
+    def of(cls, ss: StemSet, embeddings: Callable[[str], np.ndarray] | None = None) -> "StemView":
+        stems = ss.stems[VIEW_COLUMNS].reset_index(drop=True)
+        return cls(train=stems[stems.split == "train"].reset_index(drop=True),
+                   reference=stems[stems.split == "reference"].reset_index(drop=True),
+                   load_audio=ss.load, embeddings=embeddings, sample_rate=ss.sample_rate)
+
+    def embed(self, rows: pd.DataFrame) -> list[np.ndarray]:
+        if self.embeddings is None:
+            raise CleanerError("this cleaner needs embeddings (run the embed stage first)")
+        return [self.embeddings(s) for s in rows.sha1]
+
+
+class Cleaner(ABC):
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()       # 'embeddings', 'audio', 'baseline' (what the stage must provide)
+    defaults: ClassVar[dict] = {}               # the cleaner's params block, with defaults
+
+    def __init__(self, options: dict | None = None, seed: int = 0):
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise CleanerError(f"{self.name}.{unknown[0]}: unknown option (known: {', '.join(self.defaults) or 'none'})")
+        self.options = {**self.defaults, **options}
+        self.seed = int(seed)
+
+    @abstractmethod
+    def score_stems(self, view: StemView) -> np.ndarray:
+        """One score per row of ``view.train`` (same order); higher = keep."""
+
+    def song_scores(self, stems: pd.DataFrame) -> pd.Series:
+        """Per-song score from the stem scores (unified filtering ranks songs by it): the mean."""
+        return stems.groupby("track_id").score.mean()
+
+    def score(self, view: StemView) -> pd.DataFrame:
+        """(track_id, label, score, song_score) for every training stem."""
+        out = view.train[["track_id", "label"]].copy()
+        out["score"] = np.asarray(self.score_stems(view), dtype=np.float64)
+        if len(out.score) != len(view.train) or not np.isfinite(out.score).all():
+            raise CleanerError(f"{self.name}: produced {len(out)} scores, non-finite or wrong count")
+        out["song_score"] = out.track_id.map(self.song_scores(out)).astype(np.float64)
+        return out
+
+    def config(self) -> dict:
+        return {"cleaner": self.name, "seed": self.seed, **self.options}
+
+
+REGISTRY: dict[str, type[Cleaner]] = {}
+
+
+def register(cls: type[Cleaner]) -> type[Cleaner]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_cleaner(name: str, options: dict | None = None, seed: int = 0) -> Cleaner:
+    if name not in REGISTRY:
+        raise CleanerError(f"unknown cleaner {name!r} (available: {', '.join(REGISTRY)})")
+    return REGISTRY[name](options, seed)

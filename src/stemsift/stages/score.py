@@ -1,0 +1,64 @@
+"""Stage `score`: every cleaner in score.cleaners scores every training stem (higher = keep) from a truth-free
+view of the stem set; scores -> data/scores/scores-<cleaner>.parquet (catalogue table `scores`), detection
+quality against the simulated truth (when there is one) -> metrics/cleaning.json."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from stemsift.catalogue import TRUTH
+from stemsift.clean import REGISTRY, StemView, get_cleaner
+from stemsift.clean.metrics import detection
+from stemsift.embed.cache import EmbeddingStore
+from stemsift.params import ContaminateParams, EmbedParams, ScoreParams, params_hash, stage_params
+from stemsift.stemset import StemSet, atomic_dir, atomic_file
+
+METRICS = Path("metrics/cleaning.json")
+
+
+def cleaner_options(params: dict, name: str) -> dict:
+    """A cleaner's own params block (top-level key = cleaner name), empty when absent."""
+    return dict(params.get(name) or {})
+
+
+def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Path | None) -> dict[str, pd.DataFrame]:
+    s = stage_params(params, "score", ScoreParams)
+    store = EmbeddingStore(embeddings) if embeddings is not None else None
+    view = StemView.of(ss, store)
+    out = {}
+    for name in names:
+        cleaner = get_cleaner(name, cleaner_options(params, name), seed=s.seed)
+        t0 = time.perf_counter()
+        table = cleaner.score(view)
+        config = {**cleaner.config(), "embedder": store.info["config"] if store and "embeddings" in cleaner.needs else None}
+        out[name] = table.assign(cleaner=name, config_hash=params_hash(config), seconds=round(time.perf_counter() - t0, 2))
+    return out
+
+
+def run(params: dict) -> dict[str, pd.DataFrame]:
+    c = stage_params(params, "contaminate", ContaminateParams)
+    e = stage_params(params, "embed", EmbedParams)
+    s = stage_params(params, "score", ScoreParams)
+    names = [n for n in dict.fromkeys(s.cleaners) if n != "none"]
+    ss = StemSet(c.out)
+    needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in names)
+    tables = score_all(ss, params, names, e.folder if needs_embeddings else None)
+    with atomic_dir(s.out) as tmp:
+        for name, table in tables.items():
+            table.drop(columns="seconds").to_parquet(tmp / f"scores-{name}.parquet", index=False)
+    truth_path = Path(c.out) / TRUTH
+    metrics: dict = {}
+    for name, table in tables.items():
+        metrics[name] = {"seconds": float(table.seconds.iloc[0])}
+        if truth_path.is_file():  # the truth is read only here, after every cleaner has scored
+            metrics[name].update(detection(table, pd.read_parquet(truth_path), list(s.report_ratios)))
+    with atomic_file(METRICS) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{'cleaner':10s} {'song AUC':>8s} {'stem AUC':>8s}  seconds")
+    for name, m in metrics.items():
+        print(f"{name:10s} {m.get('song_auc', {}).get('all') or float('nan'):8.3f} "
+              f"{m.get('stem_auc', {}).get('all') or float('nan'):8.3f}  {m['seconds']:.1f}")
+    return tables

@@ -1,0 +1,70 @@
+"""`stemsift sweep`: collect the experiments of a cleaner x keep-ratio sweep (from `dvc exp show --json`)
+into metrics/sweep.csv and one CSV per cleaner under metrics/sweep/, which dvc.yaml plots as SDR and
+detection AUC versus r (`dvc plots show`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+OUT = Path("metrics/sweep.csv")
+PER_CLEANER = Path("metrics/sweep")
+COLUMNS = ["experiment", "cleaner", "ratio", "mode", "song_auc", "stem_auc", "clean_share", "clean_kept",
+           "sdr_cleaned", "sdr_baseline", "sdr_oracle", "gain_db", "gap_closed"]
+
+
+def _entries(node, name: str = ""):
+    """Yield (experiment name, data) for every finished revision in dvc's exp show JSON."""
+    if isinstance(node, list):
+        for n in node:
+            yield from _entries(n, name)
+    elif isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, dict) and data.get("metrics") and node.get("error") is None:
+            yield node.get("name") or name or str(node.get("rev", ""))[:7], data
+        for key in ("experiments", "revs"):
+            if node.get(key):
+                yield from _entries(node[key], node.get("name") or name)
+
+
+def row(name: str, data: dict) -> dict | None:
+    params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+    metrics = {p: m.get("data", {}) for p, m in data.get("metrics", {}).items()}
+    sep, flt, det = (metrics.get(f"metrics/{f}.json", {}) for f in ("separation", "filter", "cleaning"))
+    cleaner = params.get("score", {}).get("cleaner")
+    if not sep or not cleaner:
+        return None
+    d = det.get(cleaner, {})
+    return {"experiment": name, "cleaner": cleaner, "ratio": params.get("filter", {}).get("ratio"),
+            "mode": params.get("filter", {}).get("mode"), "song_auc": d.get("song_auc", {}).get("all"),
+            "stem_auc": d.get("stem_auc", {}).get("all"), "clean_share": flt.get("clean_share"),
+            "clean_kept": flt.get("clean_kept"), "sdr_cleaned": sep.get("cleaned", {}).get("sdr_avg"),
+            "sdr_baseline": sep.get("baseline", {}).get("sdr_avg"), "sdr_oracle": sep.get("oracle", {}).get("sdr_avg"),
+            "gain_db": sep.get("gain_db"), "gap_closed": sep.get("gap_closed")}
+
+
+def collect(exp_show: list) -> pd.DataFrame:
+    rows = [r for name, data in _entries(exp_show) if (r := row(name, data))]
+    table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "ratio", "mode"], keep="first")
+    return table.sort_values(["cleaner", "mode", "ratio"]).reset_index(drop=True)
+
+
+def run(exp_show: list | None = None) -> pd.DataFrame:
+    if exp_show is None:
+        out = subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], capture_output=True, text=True, check=True)
+        exp_show = json.loads(out.stdout)
+    table = collect(exp_show)
+    if table.empty:
+        raise ValueError("no finished experiment with metrics/separation.json and score.cleaner (run a sweep first)")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(OUT, index=False)
+    PER_CLEANER.mkdir(parents=True, exist_ok=True)
+    for old in PER_CLEANER.glob("*.csv"):
+        old.unlink()
+    for cleaner, g in table.groupby("cleaner"):
+        g.to_csv(PER_CLEANER / f"{cleaner}.csv", index=False)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return table

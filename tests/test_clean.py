@@ -1,0 +1,174 @@
+"""Cleaners, keep-ratio selection and detection metrics on a tiny generated stem set with known defects."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import linalg
+
+from stemsift import LABELS
+from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
+from stemsift.clean.fad import frechet_distance, gaussian
+from stemsift.clean.metrics import detection
+from stemsift.clean.select import filtered_selection, kept_songs
+from stemsift.embed import get_embedder
+from stemsift.embed.cache import EmbeddingStore, embed_stemset
+from stemsift.separate.selection import given_selection, pools
+from stemsift.stages.filter import write_filtered
+from stemsift.stemset import StemSet, StemSetWriter
+
+from conftest import make_stems
+
+SR = 8000
+MEL = {"sample_rate": SR, "n_fft": 512, "hop": 256, "n_mels": 32}
+SWAPPED, BLED = "train-00", "train-01"   # vocals<->bass swapped; drums leaked into vocals at 0 dB
+
+
+def build_set(root, n_train: int = 10, n_ref: int = 6):
+    w = StemSetWriter(root, SR, 1)
+    truth = []
+    for i in range(n_ref):
+        w.add_track(f"ref-{i:02d}", "reference", {k: v[:, :1] for k, v in make_stems(100 + i, 2.0, SR, 1).items()})
+    for i in range(n_train):
+        tid = f"train-{i:02d}"
+        s = {k: v[:, :1] for k, v in make_stems(i, 2.0, SR, 1).items()}
+        defect = {lb: "clean" for lb in LABELS}
+        if tid == SWAPPED:
+            s["vocals"], s["bass"] = s["bass"], s["vocals"]
+            defect.update(vocals="label_noise", bass="label_noise")
+        if tid == BLED:
+            s["vocals"] = s["vocals"] + 2 * s["drums"]
+            defect.update(vocals="bleeding")
+        w.add_track(tid, "train", s, meta={"defect": "x" if tid in (SWAPPED, BLED) else "clean"})
+        truth += [(tid, lb, d, {"label_noise": "swap"}.get(d, d if d != "clean" else "")) for lb, d in defect.items()]
+    ss = w.close()
+    pd.DataFrame(truth, columns=["track_id", "label", "defect", "kind"]).to_parquet(root / "truth.parquet")
+    return ss
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clean")
+    ss = build_set(root / "contaminated")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STEMSIFT_CACHE", str(root / "memo"))
+        embed_stemset(ss, get_embedder("mel", MEL), root / "emb", ["train", "reference"])
+        yield ss, EmbeddingStore(root / "emb"), pd.read_parquet(root / "contaminated" / "truth.parquet")
+
+
+def test_fad_matches_scipy_and_is_zero_for_the_same_distribution():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 6)) @ rng.standard_normal((6, 6))
+    b = rng.standard_normal((4000, 6)) @ rng.standard_normal((6, 6)) + 0.5
+    (m1, c1), (m2, c2) = gaussian(a), gaussian(b)
+    direct = ((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert frechet_distance(m1, c1, m2, c2) == pytest.approx(direct, rel=1e-6)
+    assert frechet_distance(m1, c1, m1, c1) == pytest.approx(0, abs=1e-8)
+    # rank-deficient (fewer frames than dims): never negative or complex, and finite
+    low = gaussian(rng.standard_normal((3, 6)), shrinkage=0.01)
+    d = frechet_distance(*low, m1, c1)
+    assert np.isfinite(d) and d >= 0
+
+
+@pytest.mark.parametrize("name", ["fad", "mlp", "confident"])
+def test_each_cleaner_ranks_the_corrupted_stems_below_the_clean_ones(world, name):
+    ss, store, truth = world
+    table = get_cleaner(name, {"epochs": 5} if name != "fad" else {}, seed=0).score(StemView.of(ss, store))
+    t = table.merge(truth, on=["track_id", "label"])
+    clean = t[t.defect == "clean"]
+    swapped = t[(t.track_id == SWAPPED) & t.label.isin(["vocals", "bass"])]
+    assert swapped.score.max() < clean.score.min(), t.sort_values("score").head(6)
+    if name == "fad":  # a stem that is 2/3 drums is also far from the clean vocals
+        assert t[(t.track_id == BLED) & (t.label == "vocals")].score.iloc[0] < clean.score.min()
+    songs = table.groupby("track_id").song_score.first()
+    assert songs.idxmin() in (SWAPPED, BLED)
+
+
+def test_random_cleaner_is_seeded_and_scores_every_stem(world):
+    ss, store, _ = world
+    a, b = (get_cleaner("random", seed=s).score(StemView.of(ss)) for s in (0, 0))
+    c = get_cleaner("random", seed=1).score(StemView.of(ss))
+    assert a.equals(b) and not a.score.equals(c.score) and len(a) == len(ss.track_ids("train")) * 4
+
+
+def test_cleaners_are_registered_and_reject_unknown_options():
+    assert {"random", "fad", "mlp", "confident"} <= set(REGISTRY)
+    with pytest.raises(CleanerError, match="fad.bogus: unknown option"):
+        get_cleaner("fad", {"bogus": 1})
+    with pytest.raises(CleanerError, match="unknown cleaner 'nope'"):
+        get_cleaner("nope")
+
+
+def test_truth_never_reaches_a_cleaner(world, tmp_path):
+    ss, store, _ = world
+    view = StemView.of(ss, store)
+    assert "meta" not in view.train.columns and "defect" not in view.train.columns
+    # the same stems without the truth file and without track metadata score identically
+    blind = tmp_path / "blind"
+    shutil.copytree(ss.root, blind)
+    (blind / "truth.parquet").unlink()
+    tracks = pd.read_parquet(blind / "tracks.parquet").assign(meta="{}")
+    tracks.to_parquet(blind / "tracks.parquet", index=False)
+    for name in ("fad", "mlp"):
+        a = get_cleaner(name, seed=0).score(view)
+        b = get_cleaner(name, seed=0).score(StemView.of(StemSet(blind), store))
+        pd.testing.assert_frame_equal(a, b)
+
+
+def _scores(n: int = 8) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    return pd.DataFrame([(f"s{i}", lb, float(rng.random()), 0.0) for i in range(n) for lb in LABELS],
+                        columns=["track_id", "label", "score", "song_score"]).assign(
+        song_score=lambda d: d.groupby("track_id").score.transform("mean"))
+
+
+def test_unified_and_per_target_filter_counts():
+    scores = _scores(8)
+    stems = scores[["track_id", "label"]].assign(split="train")
+    base = given_selection(stems)
+    uni = kept_songs(scores, 0.5, "unified")
+    assert all(len(v) == 4 for v in uni.values()) and len({frozenset(v) for v in uni.values()}) == 1
+    worst = scores.groupby("track_id").song_score.first().nsmallest(4).index
+    assert not set(worst) & uni["vocals"]
+    per = kept_songs(scores, 0.75, "per_target")
+    assert all(len(v) == 6 for v in per.values())
+    for t in LABELS:  # per target: the two lowest scores of that target's stems are dropped for that model only
+        low = scores[scores.label == t].nsmallest(2, "score").track_id
+        assert not set(low) & per[t]
+    sel = filtered_selection(base, scores, 0.75, "per_target")
+    for t in LABELS:
+        tgt, itf = pools(sel, t)
+        assert {s for s, _ in tgt} == per[t] and all({s for s, _ in v} == per[t] for v in itf.values())
+
+
+def test_detection_metrics_perfect_and_random():
+    truth = pd.DataFrame([(f"s{i}", lb, "bleeding" if i < 4 and lb == "vocals" else "clean",
+                           "bleeding" if i < 4 and lb == "vocals" else "") for i in range(20) for lb in LABELS],
+                         columns=["track_id", "label", "defect", "kind"])
+    perfect = truth[["track_id", "label"]].assign(score=np.where(truth.defect == "clean", 1.0, 0.0))
+    perfect["song_score"] = perfect.groupby("track_id").score.transform("mean")
+    m = detection(perfect, truth, [0.8])
+    assert m["stem_auc"]["all"] == 1.0 and m["song_auc"]["bleeding"] == 1.0 and m["stem_ap"]["all"] == 1.0
+    assert m["clean_share@0.8"] == 1.0 and m["clean_kept@0.8"] == 1.0 and m["clean_share@1"] == 0.8
+    big = pd.DataFrame([(f"s{i}", lb, "label_noise" if i % 2 else "clean", "swap" if i % 2 else "")
+                        for i in range(4000) for lb in LABELS], columns=["track_id", "label", "defect", "kind"])
+    rnd = big[["track_id", "label"]].assign(score=np.random.default_rng(0).random(len(big)))
+    rnd["song_score"] = rnd.groupby("track_id").score.transform("mean")
+    m = detection(rnd, big, [0.5])
+    assert abs(m["stem_auc"]["all"] - 0.5) < 0.03 and abs(m["song_auc"]["label_noise"] - 0.5) < 0.03
+
+
+def test_filtered_stem_set_is_hard_linked_musdb_layout(world, tmp_path):
+    ss, _, _ = world
+    scores = get_cleaner("random", seed=0).score(StemView.of(ss))
+    sel = filtered_selection(given_selection(ss.stems, ss.track_ids("train")), scores, 0.5, "unified")
+    out = write_filtered(ss, sel, tmp_path / "filtered")
+    assert len(out.track_ids("train")) == 5 and out.track_ids("reference") == ss.track_ids("reference")
+    assert not out.validate(deep=True)
+    src = ss.root / ss.stems.path.iloc[-1]
+    dst = out.root / ss.stems.path.iloc[-1]
+    assert dst.is_file() and os.path.samefile(src, dst)  # hard link, not a copy
+    assert (out.root / "train" / out.track_ids("train")[0] / "vocals.flac").is_file()
