@@ -37,6 +37,8 @@ smoke: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
 # The issue's grid: 4 cleaners x 3 keep ratios as queued DVC experiments, then the table and the plots.
+sweep: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+sweep: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
 sweep: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --queue -S 'score.cleaner=random,fad,mlp,confident' -S 'filter.ratio=0.5,0.75,0.9'
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue start -j 1
@@ -54,6 +56,8 @@ bench: setup
 	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_evaluate.py
+	$(BIN)/python bench/bench_embed.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro embed && $(BIN)/python bench/bench_clean.py
 
 clean-data:
 	rm -rf data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/runs data/catalogue.duckdb models .stemsift-cache

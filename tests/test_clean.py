@@ -17,7 +17,8 @@ from stemsift.clean.select import filtered_selection, kept_songs
 from stemsift.embed import get_embedder
 from stemsift.embed.cache import EmbeddingStore, embed_stemset
 from stemsift.separate.selection import given_selection, pools
-from stemsift.stages.filter import write_filtered
+from stemsift.params import FilterParams
+from stemsift.stages.filter import cleaned_selection, write_filtered
 from stemsift.stemset import StemSet, StemSetWriter
 
 from conftest import make_stems
@@ -172,3 +173,11 @@ def test_filtered_stem_set_is_hard_linked_musdb_layout(world, tmp_path):
     dst = out.root / ss.stems.path.iloc[-1]
     assert dst.is_file() and os.path.samefile(src, dst)  # hard link, not a copy
     assert (out.root / "train" / out.track_ids("train")[0] / "vocals.flac").is_file()
+
+
+def test_cleaned_selection_without_a_cleaner_keeps_everything():
+    base = given_selection(_scores(4)[["track_id", "label"]].assign(split="train"))
+    sel, note = cleaned_selection(base, None, FilterParams())
+    assert sel.equals(base) and "keeps every stem" in note
+    sel, note = cleaned_selection(base, _scores(4), FilterParams(ratio=0.5))
+    assert sel[sel.keep].track_id.nunique() == 2 and "0.5" in note

@@ -8,9 +8,8 @@ from stemsift.separate import model as sepmodel
 from stemsift.separate.data import RandomMixSampler, StemPool, fixed_segments
 from stemsift.separate.selection import SelectionError, check_drawable, drop_tracks, given_selection, pools
 from stemsift.separate.train import TrainConfig, separate_track, train_separator
-from stemsift.stages.filter import build_selections, clean_songs
+from stemsift.stages.select import clean_songs, fixed_selections
 from stemsift.stages.report import compare
-from stemsift.params import FilterParams
 from stemsift.stemset import StemSetWriter
 
 from conftest import make_stems
@@ -99,9 +98,9 @@ def test_oracle_keeps_only_clean_songs_and_cleaned_keeps_all_without_cleaner(ste
     truth = pd.DataFrame([(t, lb, "bleeding" if (t == train[1] and lb == "bass") else "clean")
                           for t in train for lb in LABELS], columns=["track_id", "label", "defect"])
     assert train[1] not in clean_songs(truth) and len(clean_songs(truth)) == len(train) - 1
-    sets, note = build_selections(stemset, truth, FilterParams())
+    sets = fixed_selections(stemset, truth)
     assert set(sets["oracle"].track_id) == set(train) - {train[1]}
-    assert sets["cleaned"].equals(sets["baseline"]) and "keeps every stem" in note
+    assert set(sets["baseline"].track_id) == set(train)
     assert set(sets["reference"].track_id) == set(stemset.track_ids("reference"))
 
 

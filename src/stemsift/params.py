@@ -189,11 +189,18 @@ class ScoreParams:
 
 
 @dataclass(frozen=True)
+class SelectParams:
+    out: str = "data/selections"  # selections of the fixed training sets: baseline, oracle, reference
+
+    def check(self, where: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class FilterParams:
     ratio: float = 0.75         # keep ratio r: share of training songs kept (per target model in per_target mode)
     mode: str = "unified"       # unified | per_target (Blind'25 section 2.1)
-    out: str = "data/selections"
-    stems: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
+    out: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
 
     def check(self, where: str) -> None:
         _need(0 < float(self.ratio) <= 1, f"{where}.ratio", "must be in (0, 1]")

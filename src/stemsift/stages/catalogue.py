@@ -7,8 +7,8 @@ from stemsift.catalogue import build_catalogue, query
 from stemsift.params import CatalogueParams, ContaminateParams, DataParams, stage_params
 
 # Later stages drop their parquet here (one file per config); the catalogue picks them up.
-EXTRA_TABLES = {"scores": "data/scores", "selections": "data/selections",
-                "refined_labels": "data/refined", "runs": "data/runs"}
+EXTRA_TABLES = {"scores": ["data/scores"], "selections": ["data/selections", "data/filtered"],
+                "refined_labels": ["data/refined"], "runs": ["data/runs"]}
 
 
 def run(params: dict) -> Path:
@@ -18,7 +18,8 @@ def run(params: dict) -> Path:
     stemsets = {"raw": d.out}
     if (Path(c.out) / "manifest.parquet").is_file():
         stemsets["contaminated"] = c.out
-    extra = {t: sorted(Path(folder).glob(f"**/{t}*.parquet")) for t, folder in EXTRA_TABLES.items()}
+    extra = {t: sorted(p for folder in folders for p in Path(folder).glob(f"**/{t}*.parquet"))
+             for t, folders in EXTRA_TABLES.items()}
     out = build_catalogue(p.out, stemsets, {t: ps for t, ps in extra.items() if ps})
     counts = query(out, "SELECT stemset, count(*) AS n FROM stems GROUP BY stemset ORDER BY stemset")
     print(f"catalogue: {dict(zip(counts.stemset, counts.n))} stems -> {out}")

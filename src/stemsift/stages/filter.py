@@ -1,7 +1,7 @@
-"""Stage `filter`: the selections of every training set — baseline (contaminated train as is), cleaned (the
-score.cleaner's scores at keep ratio filter.ratio, unified or per target), oracle (truly clean songs;
-simulated truth) and reference (the clean reference split alone) — and the filtered stem set: the cleaned
-set materialised in MUSDB18-HQ layout with hard links (the dataset version other projects `dvc import`)."""
+"""Stage `filter`: the `cleaned` training set — the score.cleaner's scores at keep ratio filter.ratio, unified
+or per target — materialised as the filtered stem set: MUSDB18-HQ layout, hard links into the contaminated
+set, plus `selections.parquet` (which target model may draw which stem). This folder is the dataset
+version other projects `dvc import`."""
 from __future__ import annotations
 
 import json
@@ -13,18 +13,13 @@ from stemsift import SPLITS
 from stemsift.catalogue import TRUTH
 from stemsift.clean.metrics import song_truth
 from stemsift.clean.select import filtered_selection
-from stemsift.params import ContaminateParams, FilterParams, ScoreParams, params_hash, stage_params
-from stemsift.separate.selection import given_selection, summary
+from stemsift.params import ContaminateParams, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
+from stemsift.separate.selection import summary, typed
+from stemsift.stages.select import catalogue_rows
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
 
 METRICS = Path("metrics/filter.json")
-SELECTION = "selection.parquet"
-
-
-def clean_songs(truth: pd.DataFrame) -> list[str]:
-    """Songs whose every stem is clean according to the simulated truth (the oracle's training set)."""
-    ok = truth.groupby("track_id").defect.agg(lambda d: bool((d == "clean").all()))
-    return sorted(ok[ok].index)
+SELECTION = "selections.parquet"
 
 
 def load_scores(folder: str | Path, cleaner: str) -> pd.DataFrame:
@@ -40,18 +35,9 @@ def cleaned_selection(baseline: pd.DataFrame, scores: pd.DataFrame | None, f: Fi
     return filtered_selection(baseline, scores, float(f.ratio), f.mode), f"kept ratio {f.ratio} ({f.mode})"
 
 
-def build_selections(ss: StemSet, truth: pd.DataFrame | None, f: FilterParams,
-                     scores: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], str]:
-    train = ss.track_ids("train")
-    sets = {"baseline": given_selection(ss.stems, train)}
-    sets["cleaned"], note = cleaned_selection(sets["baseline"], scores, f)
-    sets["oracle"] = given_selection(ss.stems, clean_songs(truth) if truth is not None else train)
-    sets["reference"] = given_selection(ss.stems, ss.track_ids("reference"))
-    return sets, note
-
-
 def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path) -> StemSet:
-    """Every non-train song plus each train song some target model keeps, hard-linked (MUSDB18-HQ layout)."""
+    """Every non-train song plus each train song some target model keeps, hard-linked (MUSDB18-HQ layout),
+    and the selection (rows of dropped songs included, unkept: what the cleaner decided about every song)."""
     kept = set(sel[sel.keep].track_id)
     with atomic_dir(out) as tmp:
         w = StemSetWriter(tmp, ss.sample_rate, ss.channels)
@@ -60,12 +46,12 @@ def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path) -> StemSet:
                 if split != "train" or tid in kept:
                     w.copy_track(ss, tid, link=True)
         w.close()
-        sel[sel.track_id.isin(kept)].to_parquet(tmp / SELECTION, index=False)
+        sel.to_parquet(tmp / SELECTION, index=False)
     return StemSet(out)
 
 
 def selection_quality(sel: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
-    """Share of the cleaned set's songs that are truly clean, and of the clean songs it kept."""
+    """Share of the cleaned set's songs that are truly clean, of the clean songs kept, of each defect removed."""
     if truth is None:
         return {}
     kind = song_truth(truth)
@@ -80,28 +66,22 @@ def selection_quality(sel: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
     return out
 
 
-def run(params: dict) -> dict[str, pd.DataFrame]:
+def run(params: dict) -> pd.DataFrame:
     c = stage_params(params, "contaminate", ContaminateParams)
+    sp = stage_params(params, "select", SelectParams)
     s = stage_params(params, "score", ScoreParams)
     f = stage_params(params, "filter", FilterParams)
     ss = StemSet(c.out)
     truth = pd.read_parquet(Path(c.out) / TRUTH) if (Path(c.out) / TRUTH).is_file() else None
+    baseline = typed(pd.read_parquet(Path(sp.out) / "baseline.parquet"))
     scores = None if s.cleaner == "none" else load_scores(s.out, s.cleaner)
-    sets, note = build_selections(ss, truth, f, scores)
+    sel, note = cleaned_selection(baseline, scores, f)
     config = params_hash({"cleaner": s.cleaner, **params.get("filter", {})})
-    with atomic_dir(f.out) as tmp:
-        for name, sel in sets.items():
-            sel.to_parquet(tmp / f"{name}.parquet", index=False)
-        table = pd.concat([sel.assign(train_set=name, cleaner=s.cleaner if name == "cleaned" else name,
-                                      config_hash=config, keep_ratio=f.ratio if name == "cleaned" else 1.0,
-                                      mode=f.mode) for name, sel in sets.items()])
-        table.to_parquet(tmp / "selections.parquet", index=False)
-    filtered = write_filtered(ss, sets["cleaned"], f.stems)
-    metrics = {"cleaner": s.cleaner, "ratio": f.ratio, "mode": f.mode,
-               **{f"{name}_songs": summary(sel)["songs"] for name, sel in sets.items()},
-               **selection_quality(sets["cleaned"], truth)}
+    filtered = write_filtered(ss, catalogue_rows(sel, "cleaned", s.cleaner, config, f.ratio, f.mode), f.out)
+    metrics = {"cleaner": s.cleaner, "ratio": f.ratio, "mode": f.mode, "baseline_songs": summary(baseline)["songs"],
+               "cleaned_songs": summary(sel)["songs"], **selection_quality(sel, truth)}
     with atomic_file(METRICS) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"filter: {note}; songs kept: " + ", ".join(f"{k} {summary(v)['songs']}" for k, v in sets.items())
-          + f"; filtered stem set: {len(filtered.tracks)} tracks -> {f.stems}")
-    return sets
+    print(f"filter: {note}: {metrics['cleaned_songs']} of {metrics['baseline_songs']} training songs kept; "
+          f"filtered stem set: {len(filtered.tracks)} tracks -> {f.out}")
+    return sel

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from stemsift import memo
-from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, TrainParams, params_hash,
+from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, SelectParams, TrainParams, params_hash,
                              stage_params)
 from stemsift.separate import data as separate_data
 from stemsift.separate import model as sepmodel
@@ -35,11 +35,14 @@ def run(params: dict, set_name: str) -> dict:
     if set_name not in TRAIN_SETS:
         raise ValueError(f"unknown training set {set_name!r} (use {', '.join(TRAIN_SETS)})")
     c = stage_params(params, "contaminate", ContaminateParams)
-    f = stage_params(params, "filter", FilterParams)
     t = stage_params(params, "train", TrainParams)
-    sel = typed(pd.read_parquet(Path(f.out) / f"{set_name}.parquet"))
+    if set_name == "cleaned":  # cleaned trains from the filtered stem set and its selection
+        root = stage_params(params, "filter", FilterParams).out
+        sel_path = Path(root) / "selections.parquet"
+    else:
+        root, sel_path = c.out, Path(stage_params(params, "select", SelectParams).out) / f"{set_name}.parquet"
+    sel = typed(pd.read_parquet(sel_path))
     check_drawable(sel)
-    root = f.stems if set_name == "cleaned" else c.out  # cleaned trains from the filtered stem set
     ss = StemSet(root)
     cfg = sepmodel.preset(t.model, hidden_size=t.hidden_size, nb_layers=t.nb_layers, nb_channels=ss.channels)
     device = sepmodel.resolve_device(t.device)
@@ -47,7 +50,7 @@ def run(params: dict, set_name: str) -> dict:
     seq_len = int(round(tc.seq_dur * cfg.sample_rate))
     plain = {k: v for k, v in params.items() if not k.startswith("_")}
     tags = {"train_set": set_name, "stemset": root, "stemset_hash": dvc_out_hash(root) or "unknown",
-            "selection_hash": dvc_out_hash(f.out) or "unknown", "params_hash": params_hash(plain)}
+            "selection_hash": dvc_out_hash(str(sel_path.parent)) or "unknown", "params_hash": params_hash(plain)}
     kept = sel[sel.keep].sort_values(list(sel.columns))
     songs = sorted(set(kept.track_id)) + ss.track_ids("reference")
     memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device")},
