@@ -75,9 +75,12 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
     # cleaners: every one scored every training stem; the default (fad at r=0.75) filtered 6 of 8 songs
     cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
-    assert set(cleaning) == {"random", "fad", "mlp", "confident"}
+    assert set(cleaning) == {"random", "fad", "mlp", "confident", "unlearning"}
+    assert cleaning["unlearning"]["cost"]["ratio_to_training"] > 0  # attribution time vs one baseline training
     assert all(0 <= cleaning[c]["song_auc"]["all"] <= 1 for c in cleaning)
-    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[4, 4 * 8 * 4]]
+    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[5, 5 * 8 * 4]]
+    # the full unlearning matrix: 8 training songs x 2 reference songs x 4 targets
+    assert query(db, "SELECT count(*) AS n FROM attribution").n[0] == 8 * 2 * 4
     filt = json.loads((a / "metrics" / "filter.json").read_text())
     assert filt["cleaned_songs"] == 6 and filt["baseline_songs"] == 8
     _sh("stemsift validate data/filtered", a)

@@ -28,6 +28,9 @@ SCHEMA: dict[str, str] = {
     "refined_labels": "track_id VARCHAR, label VARCHAR, iteration INTEGER, "
                       + ", ".join(f"p_{c} DOUBLE" for c in LABELS) + ", refined VARCHAR[]",
     "scores": "cleaner VARCHAR, config_hash VARCHAR, track_id VARCHAR, label VARCHAR, score DOUBLE, song_score DOUBLE",
+    # unlearning: delta = loss change of training song track_id (target model `target`) after unlearning reference_id
+    "attribution": "cleaner VARCHAR, config_hash VARCHAR, mode VARCHAR, track_id VARCHAR, reference_id VARCHAR, "
+                   "target VARCHAR, delta DOUBLE",
     # train_set: baseline | cleaned | oracle | reference; role: target | interferer (see separate/selection.py)
     "selections": "train_set VARCHAR, cleaner VARCHAR, config_hash VARCHAR, keep_ratio DOUBLE, mode VARCHAR, "
                   "track_id VARCHAR, label VARCHAR, target VARCHAR, role VARCHAR, keep BOOLEAN",
@@ -116,6 +119,13 @@ EXAMPLE_QUERIES: dict[str, str] = {
         FROM scores s LEFT JOIN truth t USING (track_id, label)
         QUALIFY row_number() OVER (PARTITION BY s.cleaner ORDER BY s.score) <= 10
         ORDER BY s.cleaner, s.score""",
+    "which clean reference song vouches most for each training song (unlearning)": """
+        SELECT a.track_id, a.reference_id, round(avg(a.delta), 6) AS delta_mean_over_targets,
+               coalesce(d.defect, 'unknown') AS defect
+        FROM attribution a LEFT JOIN song_defects d USING (track_id)
+        GROUP BY a.track_id, a.reference_id, d.defect
+        QUALIFY row_number() OVER (PARTITION BY a.track_id ORDER BY avg(a.delta) DESC) = 1
+        ORDER BY delta_mean_over_targets LIMIT 20""",
 }
 
 

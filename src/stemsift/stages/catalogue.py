@@ -7,7 +7,7 @@ from stemsift.catalogue import build_catalogue, query
 from stemsift.params import CatalogueParams, ContaminateParams, DataParams, stage_params
 
 # Later stages drop their parquet here (one file per config); the catalogue picks them up.
-EXTRA_TABLES = {"scores": ["data/scores"], "selections": ["data/selections", "data/filtered"],
+EXTRA_TABLES = {"scores": ["data/scores"], "attribution": ["data/scores"], "selections": ["data/selections", "data/filtered"],
                 "refined_labels": ["data/refined"], "runs": ["data/runs"]}
 
 

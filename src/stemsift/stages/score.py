@@ -13,7 +13,7 @@ from stemsift.catalogue import TRUTH
 from stemsift.clean import REGISTRY, StemView, get_cleaner
 from stemsift.clean.metrics import detection
 from stemsift.embed.cache import EmbeddingStore
-from stemsift.params import ContaminateParams, EmbedParams, ScoreParams, params_hash, stage_params
+from stemsift.params import ContaminateParams, EmbedParams, ScoreParams, TrainParams, params_hash, stage_params
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 
 METRICS = Path("metrics/cleaning.json")
@@ -24,18 +24,32 @@ def cleaner_options(params: dict, name: str) -> dict:
     return dict(params.get(name) or {})
 
 
-def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Path | None) -> dict[str, pd.DataFrame]:
+def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Path | None) -> tuple[dict, dict]:
+    """Scores per cleaner, and the attribution result of cleaners that keep one (unlearning)."""
     s = stage_params(params, "score", ScoreParams)
     store = EmbeddingStore(embeddings) if embeddings is not None else None
     view = StemView.of(ss, store)
-    out = {}
+    out, results = {}, {}
     for name in names:
         cleaner = get_cleaner(name, cleaner_options(params, name), seed=s.seed)
         t0 = time.perf_counter()
         table = cleaner.score(view)
         config = {**cleaner.config(), "embedder": store.info["config"] if store and "embeddings" in cleaner.needs else None}
         out[name] = table.assign(cleaner=name, config_hash=params_hash(config), seconds=round(time.perf_counter() - t0, 2))
-    return out
+        if getattr(cleaner, "result", None) is not None:  # attribution cleaners keep their full matrix
+            results[name] = cleaner.result
+    return out, results
+
+
+def unlearning_cost(result, train_out: str) -> dict:
+    """Fisher / unlearning / attribution wall time next to one baseline training (Blind'25: 3 h vs 19 h)."""
+    cost = {f"{k}_seconds": round(float(v), 2) for k, v in result.seconds.items()}
+    runs = sorted(Path(train_out, "baseline").glob("seed*/separator.json"))
+    if runs:
+        train = float(json.loads(runs[0].read_text())["seconds"])
+        cost["baseline_train_seconds"] = round(train, 2)
+        cost["ratio_to_training"] = round(float(result.seconds.get("total", 0.0)) / train, 4) if train else None
+    return cost
 
 
 def run(params: dict) -> dict[str, pd.DataFrame]:
@@ -45,14 +59,19 @@ def run(params: dict) -> dict[str, pd.DataFrame]:
     names = [n for n in dict.fromkeys(s.cleaners) if n != "none"]
     ss = StemSet(c.out)
     needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in names)
-    tables = score_all(ss, params, names, e.folder if needs_embeddings else None)
+    tables, results = score_all(ss, params, names, e.folder if needs_embeddings else None)
     with atomic_dir(s.out) as tmp:
         for name, table in tables.items():
             table.drop(columns="seconds").to_parquet(tmp / f"scores-{name}.parquet", index=False)
+            if (res := results.get(name)) is not None:
+                res.table().assign(cleaner=name, config_hash=table.config_hash.iloc[0], mode=res.config["mode"]).to_parquet(
+                    tmp / f"attribution-{name}.parquet", index=False)
     truth_path = Path(c.out) / TRUTH
     metrics: dict = {}
     for name, table in tables.items():
         metrics[name] = {"seconds": float(table.seconds.iloc[0])}
+        if (res := results.get(name)) is not None:
+            metrics[name]["cost"] = unlearning_cost(res, stage_params(params, "train", TrainParams).out)
         if truth_path.is_file():  # the truth is read only here, after every cleaner has scored
             metrics[name].update(detection(table, pd.read_parquet(truth_path), list(s.report_ratios)))
     with atomic_file(METRICS) as tmp:
