@@ -36,21 +36,22 @@ test-fast: setup
 smoke: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
 
-# The issue's grid: 4 cleaners x 3 keep ratios as queued DVC experiments, then the table and the plots.
+# The grid: 4 cleaners x 3 keep ratios as queued DVC experiments, then the table and the plots.
+# SWEEP_ARGS adds overrides, e.g. make sweep SWEEP_ARGS="-S 'train.seeds=[0]'" (half the time).
 sweep: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 sweep: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
 sweep: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --queue -S 'score.cleaner=random,fad,mlp,confident' -S 'filter.ratio=0.5,0.75,0.9'
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --queue -S 'score.cleaner=random,fad,mlp,confident' -S 'filter.ratio=0.5,0.75,0.9' $(SWEEP_ARGS)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue start -j 1
 	@until ! PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
 	$(MAKE) exps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift sweep
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc plots show -o metrics/sweep/plots
 
-# A readable `dvc exp show`: the swept params and the headline metrics only.
+# A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$
 exps: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp show --no-pager --drop '.*' --keep '$(EXP_KEEP)'
+	COLUMNS=200 PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp show --no-pager $(EXPS_ARGS) --drop '.*' --keep '$(EXP_KEEP)'
 
 bench: setup
 	$(BIN)/python bench/bench_data.py

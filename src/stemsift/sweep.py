@@ -11,22 +11,18 @@ import pandas as pd
 
 OUT = Path("metrics/sweep.csv")
 PER_CLEANER = Path("metrics/sweep")
-COLUMNS = ["experiment", "cleaner", "ratio", "mode", "song_auc", "stem_auc", "clean_share", "clean_kept",
+COLUMNS = ["experiment", "cleaner", "ratio", "mode", "seeds", "song_auc", "stem_auc", "clean_share", "clean_kept",
            "sdr_cleaned", "sdr_baseline", "sdr_oracle", "gain_db", "gap_closed"]
 
 
-def _entries(node, name: str = ""):
-    """Yield (experiment name, data) for every finished revision in dvc's exp show JSON."""
-    if isinstance(node, list):
-        for n in node:
-            yield from _entries(n, name)
-    elif isinstance(node, dict):
-        data = node.get("data")
-        if isinstance(data, dict) and data.get("metrics") and node.get("error") is None:
-            yield node.get("name") or name or str(node.get("rev", ""))[:7], data
-        for key in ("experiments", "revs"):
-            if node.get(key):
-                yield from _entries(node[key], node.get("name") or name)
+def _entries(exp_show: list):
+    """Yield (experiment name, data) for every finished experiment in dvc's `exp show --json` output."""
+    for commit in exp_show or []:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data")
+                if isinstance(data, dict) and data.get("metrics") and not rev.get("error"):
+                    yield rev.get("name") or exp.get("name") or str(rev.get("rev", ""))[:7], data
 
 
 def row(name: str, data: dict) -> dict | None:
@@ -38,7 +34,8 @@ def row(name: str, data: dict) -> dict | None:
         return None
     d = det.get(cleaner, {})
     return {"experiment": name, "cleaner": cleaner, "ratio": params.get("filter", {}).get("ratio"),
-            "mode": params.get("filter", {}).get("mode"), "song_auc": d.get("song_auc", {}).get("all"),
+            "mode": params.get("filter", {}).get("mode"), "seeds": len(params.get("train", {}).get("seeds", [])),
+            "song_auc": d.get("song_auc", {}).get("all"),
             "stem_auc": d.get("stem_auc", {}).get("all"), "clean_share": flt.get("clean_share"),
             "clean_kept": flt.get("clean_kept"), "sdr_cleaned": sep.get("cleaned", {}).get("sdr_avg"),
             "sdr_baseline": sep.get("baseline", {}).get("sdr_avg"), "sdr_oracle": sep.get("oracle", {}).get("sdr_avg"),
@@ -47,13 +44,13 @@ def row(name: str, data: dict) -> dict | None:
 
 def collect(exp_show: list) -> pd.DataFrame:
     rows = [r for name, data in _entries(exp_show) if (r := row(name, data))]
-    table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "ratio", "mode"], keep="first")
+    table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "ratio", "mode", "seeds"], keep="first")
     return table.sort_values(["cleaner", "mode", "ratio"]).reset_index(drop=True)
 
 
 def run(exp_show: list | None = None) -> pd.DataFrame:
     if exp_show is None:
-        out = subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True)
         exp_show = json.loads(out.stdout)
     table = collect(exp_show)
     if table.empty:
