@@ -17,9 +17,10 @@ def test_collect_reads_experiments_not_commits():
     shown = [{"rev": "workspace", "name": None, "data": commit_data, "experiments": None},
              {"rev": "c0ffee", "name": "main", "data": commit_data,
               "experiments": [_exp("exp-a", "mlp", 0.5, 2.4, 0.84), _exp("exp-b", "random", 0.5, 2.1, 0.52),
-                              {"name": "exp-failed", "revs": [{"name": "exp-failed", "error": {"msg": "x"}, "data": {}}]}]}]
+                              {"name": "exp-failed", "revs": [{"name": "exp-failed", "error": {"msg": "x"}, "data": {}}]},
+                              {**_exp("exp-running", "fad", 0.5, 2.2, 0.7), "executor": {"state": "running"}}]}]
     table = collect(shown)
-    assert list(table.experiment) == ["exp-a", "exp-b"]  # sorted by cleaner; commits and failures left out
+    assert list(table.experiment) == ["exp-a", "exp-b"]  # commits, failures and unfinished runs left out
     row = table.set_index("cleaner").loc["mlp"]
     assert row.ratio == 0.5 and row.sdr_cleaned == 2.4 and row.song_auc == 0.84 and abs(row.gain_db - 0.4) < 1e-9
     assert row.seeds == 1 and row.clean_share == 0.7

@@ -19,6 +19,8 @@ def _entries(exp_show: list):
     """Yield (experiment name, data) for every finished experiment in dvc's `exp show --json` output."""
     for commit in exp_show or []:
         for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued or running: its metrics are still the parent commit's
             for rev in exp.get("revs") or []:
                 data = rev.get("data")
                 if isinstance(data, dict) and data.get("metrics") and not rev.get("error"):
