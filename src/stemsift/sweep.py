@@ -11,7 +11,7 @@ import pandas as pd
 
 OUT = Path("metrics/sweep.csv")
 PER_CLEANER = Path("metrics/sweep")
-COLUMNS = ["experiment", "cleaner", "ratio", "mode", "seeds", "song_auc", "stem_auc", "clean_share", "clean_kept",
+COLUMNS = ["experiment", "cleaner", "variant", "ratio", "mode", "seeds", "song_auc", "stem_auc", "clean_share", "clean_kept",
            "sdr_cleaned", "sdr_baseline", "sdr_oracle", "gain_db", "gap_closed"]
 
 
@@ -35,7 +35,8 @@ def row(name: str, data: dict) -> dict | None:
     if not sep or not cleaner:
         return None
     d = det.get(cleaner, {})
-    return {"experiment": name, "cleaner": cleaner, "ratio": params.get("filter", {}).get("ratio"),
+    variant = (params.get(cleaner) or {}).get("mode") if isinstance(params.get(cleaner), dict) else None
+    return {"experiment": name, "cleaner": cleaner, "variant": variant, "ratio": params.get("filter", {}).get("ratio"),
             "mode": params.get("filter", {}).get("mode"), "seeds": len(params.get("train", {}).get("seeds", [])),
             "song_auc": d.get("song_auc", {}).get("all"),
             "stem_auc": d.get("stem_auc", {}).get("all"), "clean_share": flt.get("clean_share"),
@@ -46,8 +47,8 @@ def row(name: str, data: dict) -> dict | None:
 
 def collect(exp_show: list) -> pd.DataFrame:
     rows = [r for name, data in _entries(exp_show) if (r := row(name, data))]
-    table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "ratio", "mode", "seeds"], keep="first")
-    return table.sort_values(["cleaner", "mode", "ratio"]).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "variant", "ratio", "mode", "seeds"], keep="first")
+    return table.sort_values(["cleaner", "variant", "mode", "ratio"], na_position="first").reset_index(drop=True)
 
 
 def run(exp_show: list | None = None) -> pd.DataFrame:
