@@ -25,6 +25,10 @@ TINY_TRAIN = {"seeds": [0], "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, 
               "valid_segments": 1, "hidden_size": 32, "nb_layers": 1}
 
 
+# Ψ for the refine stage: enough random-mix steps that every class gets stems refined to exactly itself.
+TINY_REFINE = {"steps": 60, "batch_size": 8, "iterations": 1}
+
+
 def _sh(cmd, cwd):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -42,6 +46,7 @@ def make_copy(dst: Path) -> Path:
     params["data"].update({k: v for k, v in TINY.items() if k != "synthetic"})
     params["data"]["synthetic"].update(TINY["synthetic"])
     params["train"].update(TINY_TRAIN)
+    params["refine"].update(TINY_REFINE)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh("git init -q && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", dst)
     return dst
@@ -75,10 +80,18 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
     # cleaners: every one scored every training stem; the default (fad at r=0.75) filtered 6 of 8 songs
     cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
-    assert set(cleaning) == {"random", "fad", "mlp", "confident", "unlearning"}
+    assert set(cleaning) == {"random", "fad", "mlp", "confident", "unlearning", "selfrefine"}
     assert cleaning["unlearning"]["cost"]["ratio_to_training"] > 0  # attribution time vs one baseline training
     assert all(0 <= cleaning[c]["song_auc"]["all"] <= 1 for c in cleaning)
-    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[5, 5 * 8 * 4]]
+    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[6, 6 * 8 * 4]]
+    # self-refining: Ψ_0 and Ψ_1 probabilities for every stem, the classifier table, the refined training set
+    assert query(db, "SELECT count(*) AS n FROM refined_labels").n[0] == 2 * 8 * 4
+    assert query(db, "SELECT count(*) AS n FROM labels WHERE kind = 'refined'").n[0] == 2 * 8 * 4
+    assert query(db, "SELECT count(*) AS n FROM selections WHERE train_set = 'refined'").n[0] == 8 * 4 * 4
+    classifier = json.loads((a / "metrics" / "classifier.json").read_text())
+    assert {"noisy", "iter1", "clean", "refinement"} <= set(classifier)
+    assert 0 <= classifier["iter1"]["all"]["exact_match"] <= 100 and classifier["noisy"]["all"]["n"] == 2 * 15
+    assert "gain_refined_db" in separation
     # the full unlearning matrix: 8 training songs x 2 reference songs x 4 targets
     assert query(db, "SELECT count(*) AS n FROM attribution").n[0] == 8 * 2 * 4
     filt = json.loads((a / "metrics" / "filter.json").read_text())
@@ -123,3 +136,18 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
         _sh(f"stemsift validate {folder}", c)
         assert len(list((c / folder / "train").iterdir())) == 4
     assert (c / "filtered.dvc").is_file()
+
+    # refined labels for the cleaned set: only train@cleaned trains again (the controls reuse their models)
+    log = _sh("dvc exp run -S train.labels=refined", a)
+    assert "Stage 'refine' didn't change" in log and "Running stage 'train@cleaned'" in log
+    assert "train@baseline seed 0: reused an identical training" in log
+    assert json.loads((a / "metrics" / "train" / "cleaned-runs.json").read_text())["0"]["labels"] == "refined"
+    # MixIT from mixtures alone, with every regulariser and the exhaustive assignment
+    log = _sh("dvc exp run -S train.labels=given -S train.method=mixit -S train.mixit.assignment=exhaustive "
+              "-S train.mixit.sparsity=0.1 -S train.mixit.covariance=0.1 -S train.mixit.semantic=0.1", a)
+    assert "train@oracle seed 0: reused an identical training" in log
+    cleaned = json.loads((a / "metrics" / "separation.json").read_text())["cleaned"]
+    assert cleaned["method"] == "mixit" and np.isfinite(cleaned["si_snri"]) and np.isfinite(cleaned["sdr_oraclemap_avg"])
+    meta = json.loads((a / "models" / "cleaned" / "seed0" / "separator.json").read_text())
+    assert meta["method"] == "mixit" and {"sparsity", "covariance", "semantic"} <= set(meta["history"][0])
+    assert "si_snri" in _sh("dvc exp show --no-pager --csv", a)

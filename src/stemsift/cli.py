@@ -15,13 +15,14 @@ STAGES = {
     "prepare": "render the default synthetic stem set or ingest a real folder (params: data) -> data/raw",
     "contaminate": "simulate defects on the train split, truth kept (params: contaminate) -> data/contaminated",
     "embed": "frame embeddings of the train and reference stems, cached by stem hash (params: embed) -> data/embeddings",
+    "refine": "self-refining labels: classifier Ψ on random mixes, relabel each stem, repeat (params: refine) -> data/refined",
     "score": "score every training stem with each cleaner in score.cleaners (params: score + cleaner blocks) -> data/scores",
     "catalogue": "assemble the DuckDB catalogue from the stages' tables (params: catalogue) -> data/catalogue.duckdb",
     "select": "selections of the fixed training sets: baseline, oracle (truly clean), reference (params: select)",
     "filter": "the cleaned set: score.cleaner's scores at filter.ratio -> the filtered stem set data/filtered",
     "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
     "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
-    "report": "the baseline / cleaned / oracle / reference comparison -> metrics/separation.json",
+    "report": "the baseline / cleaned / refined / oracle / reference comparison -> metrics/separation.json",
 }
 PER_SET = ("train", "evaluate")  # stages run once per training set (DVC foreach)
 

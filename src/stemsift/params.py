@@ -139,7 +139,7 @@ def stage_params(params: dict, name: str, cls):
     return _build(cls, params.get(name), f"{params.get('_path', 'params.yaml')}: {name}")
 
 
-TRAIN_SETS = ("baseline", "cleaned", "oracle", "reference")
+TRAIN_SETS = ("baseline", "cleaned", "refined", "oracle", "reference")
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,24 @@ class FilterParams:
 
 
 @dataclass(frozen=True)
+class MixITParams:
+    outputs: int = 4            # M separator outputs
+    assignment: str = "efficient"  # efficient (least squares + projection) | exhaustive (all 2^M remixes)
+    snr_max: float = 30.0       # dB, threshold of the negative-SNR loss (tau = 10^(-snr_max/10))
+    sparsity: float = 0.0       # weight of the L1/L2 output-activity loss
+    covariance: float = 0.0     # weight of the output covariance loss
+    semantic: float = 0.0       # weight of the weak-label loss through the frozen classifier Ψ
+    consistency: bool = True    # mixture consistency: outputs sum to the input
+    classifier: str | None = None  # Ψ folder for the semantic loss and mapping; null = the refine stage's last Ψ
+
+    def check(self, where: str) -> None:
+        _need(isinstance(self.outputs, int) and 2 <= self.outputs <= 16, f"{where}.outputs", "must be an integer in 2..16")
+        _need(self.assignment in ("efficient", "exhaustive"), f"{where}.assignment", "must be efficient or exhaustive")
+        for key in ("sparsity", "covariance", "semantic"):
+            _need(float(getattr(self, key)) >= 0, f"{where}.{key}", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class TrainParams:
     model: str = "small"        # small (CPU) | paper (open-unmix UMX size, 44.1 kHz)
     device: str = "auto"        # auto | cpu | cuda
@@ -224,8 +242,9 @@ class TrainParams:
     valid_segments: int = 2     # fixed segments per reference song for the validation loss
     hidden_size: int | None = None  # overrides of the preset
     nb_layers: int | None = None
-    labels: str = "given"       # given | refined (self-refining issue)
-    method: str = "supervised"  # supervised | mixit (MixIT issue)
+    labels: str = "given"       # labels of the `cleaned` set: given | refined (the refine stage's rule)
+    method: str = "supervised"  # method of the `cleaned` set: supervised | mixit (mixtures of mixtures only)
+    mixit: MixITParams = field(default_factory=MixITParams, metadata={"block": MixITParams})
     out: str = "models"
 
     def check(self, where: str) -> None:
@@ -238,8 +257,8 @@ class TrainParams:
         for key in ("epochs", "steps_per_epoch", "batch_size", "valid_segments"):
             _need(int(getattr(self, key)) >= 1, f"{where}.{key}", "must be >= 1")
         _need(float(self.seq_dur) > 0, f"{where}.seq_dur", "must be > 0 seconds")
-        _need(self.labels == "given", f"{where}.labels", "only 'given' exists so far (refined arrives with the refine stage)")
-        _need(self.method == "supervised", f"{where}.method", "only 'supervised' exists so far (mixit arrives later)")
+        _need(self.labels in ("given", "refined"), f"{where}.labels", "must be given or refined")
+        _need(self.method in ("supervised", "mixit"), f"{where}.method", "must be supervised or mixit")
 
 
 @dataclass(frozen=True)
@@ -251,3 +270,34 @@ class EvaluateParams:
     def check(self, where: str) -> None:
         _need(int(self.workers) >= 1, f"{where}.workers", "must be >= 1")
         _need(int(self.niter) >= 0, f"{where}.niter", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RefineParams:
+    classifier: str = "small"   # small (CPU ConvNeXt) | paper (ConvNeXt-T, 44.1 kHz)
+    depths: list | None = None  # overrides of the preset (timm ConvNeXt depths / dims)
+    dims: list | None = None
+    steps: int = 1200           # training steps of each classifier (random mixes, batch_size each)
+    batch_size: int = 32
+    lr: float = 0.001
+    weight_decay: float = 0.05
+    include_prob: float = 0.5   # chance each class contributes a stem to a random mix
+    effects_prob: float = 0.3   # chance a mix passes through one random pedalboard effect
+    iterations: int = 2         # refinement rounds after iteration 0 (Koo'23: 2 are enough)
+    threshold: str = "0.5"      # 0.5 | 0.9 | adaptive (per-class F1-best on the clean reference split)
+    seed: int = 0
+    device: str = "auto"        # auto | cpu | cuda
+    clean_oracle: bool = True   # also train Ψ on the true labels (truth used only for this metric)
+    out: str = "data/refined"
+
+    def check(self, where: str) -> None:
+        from stemsift.classify.model import PRESETS
+
+        _need(self.classifier in PRESETS, f"{where}.classifier", f"unknown preset {self.classifier!r} (use {', '.join(PRESETS)})")
+        _need(str(self.threshold) in ("0.5", "0.9", "adaptive"), f"{where}.threshold", "must be 0.5, 0.9 or adaptive")
+        _need(int(self.iterations) >= 0, f"{where}.iterations", "must be >= 0")
+        for key in ("steps", "batch_size"):
+            _need(int(getattr(self, key)) >= 1, f"{where}.{key}", "must be >= 1")
+        for key in ("include_prob", "effects_prob"):
+            _need(0 <= float(getattr(self, key)) <= 1, f"{where}.{key}", "must be in [0, 1]")
+        _need(self.device in ("auto", "cpu", "cuda"), f"{where}.device", "must be auto, cpu or cuda")

@@ -72,3 +72,20 @@ def summary(sel: pd.DataFrame) -> dict:
     out = {f"{t}_targets": int(((kept.target == t) & (kept.role == "target")).sum()) for t in LABELS}
     out["songs"] = int(kept.track_id.nunique())
     return out
+
+
+def refined_selection(sel: pd.DataFrame, refined: dict[tuple[str, str], frozenset]) -> pd.DataFrame:
+    """The refined-label rule (Koo et al., ISMIR 2023, §3.3), the only place it is applied: a stem with refined
+    label set R is drawn as the **target** of model t only if R == {t}, and as an **interferer** of model t only
+    if t ∉ R. A multi-instrument stem therefore never teaches a model to output another instrument as its target,
+    nor to suppress its own. Rows the input selection had unkept stay unkept (filtering composes with it)."""
+    missing = sorted({(t, lb) for t, lb in zip(sel.track_id, sel.label)} - set(refined))
+    if missing:
+        raise SelectionError(f"no refined labels for stem {missing[0][0]}/{missing[0][1]} (run the refine stage)")
+    out = sel.copy()
+    sets = [refined[(t, lb)] for t, lb in zip(out.track_id, out.label)]
+    is_target = [r == frozenset({t}) for r, t in zip(sets, out.target)]
+    out["role"] = ["target" if it else "interferer" for it in is_target]
+    out["keep"] = out.keep & pd.Series([it or t not in r for it, r, t in zip(is_target, sets, out.target)],
+                                       index=out.index)
+    return typed(out)

@@ -7,8 +7,8 @@ from stemsift.catalogue import build_catalogue, query
 from stemsift.params import CatalogueParams, ContaminateParams, DataParams, stage_params
 
 # Later stages drop their parquet here (one file per config); the catalogue picks them up.
-EXTRA_TABLES = {"scores": ["data/scores"], "attribution": ["data/scores"], "selections": ["data/selections", "data/filtered"],
-                "refined_labels": ["data/refined"], "runs": ["data/runs"]}
+EXTRA_TABLES = {"scores": ["data/scores"], "attribution": ["data/scores"], "selections": ["data/selections", "data/filtered", "data/refined"],
+                "refined_labels": ["data/refined"], "labels": ["data/refined"], "runs": ["data/runs"]}
 
 
 def run(params: dict) -> Path:

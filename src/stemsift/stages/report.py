@@ -10,7 +10,8 @@ from stemsift.stages.evaluate import PER_TRACK
 from stemsift.stemset import atomic_file
 
 OUT = Path("metrics/separation.json")
-KEEP = ("sdr_avg", "sdr_avg_std", "sdr_vocals", "sdr_bass", "sdr_drums", "sdr_other", "sdr_utt_avg")
+KEEP = ("sdr_avg", "sdr_avg_std", "sdr_vocals", "sdr_bass", "sdr_drums", "sdr_other", "sdr_utt_avg",
+        "method", "sdr_oraclemap_avg", "si_snri", "si_snr_single")  # the last four: MixIT runs only
 
 
 def compare(results: dict[str, dict]) -> dict:
@@ -18,11 +19,15 @@ def compare(results: dict[str, dict]) -> dict:
     base, clean, oracle = (results.get(n, {}).get("sdr_avg") for n in ("baseline", "cleaned", "oracle"))
     if base is not None and clean is not None:
         out["gain_db"] = round(clean - base, 3)
+    refined = results.get("refined", {}).get("sdr_avg")
+    if base is not None and refined is not None:
+        out["gain_refined_db"] = round(refined - base, 3)
     if base is not None and oracle is not None:
         out["oracle_gap_db"] = round(oracle - base, 3)
         # share of the baseline -> oracle gap closed by cleaning (Blind'25 headline); undefined without a gap
         gap = oracle - base
         out["gap_closed"] = round((clean - base) / gap, 3) if clean is not None and abs(gap) > 1e-6 else None
+        out["gap_closed_refined"] = round((refined - base) / gap, 3) if refined is not None and abs(gap) > 1e-6 else None
     return out
 
 
@@ -36,7 +41,7 @@ def run(params: dict) -> dict:
         r = table[n]
         print(f"{n:10s} {r['sdr_avg']:8.2f} {r.get('sdr_avg_std', 0):8.2f}  " +
               " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")))
-    for k in ("gain_db", "oracle_gap_db", "gap_closed"):
+    for k in ("gain_db", "gain_refined_db", "oracle_gap_db", "gap_closed", "gap_closed_refined"):
         if k in table:
             print(f"{k}: {table[k]}")
     return table

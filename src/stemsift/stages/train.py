@@ -9,13 +9,21 @@ from pathlib import Path
 import pandas as pd
 
 from stemsift import memo
-from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, SelectParams, TrainParams, params_hash,
-                             stage_params)
+from stemsift import LABELS
+from stemsift.classify import model as clsmodel
+from stemsift.classify.model import probability_fn
+from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, MixITParams, RefineParams, SelectParams,
+                             TrainParams, params_hash, stage_params)
+from stemsift.separate import mixit, mixit_model, mixit_train
+from stemsift.separate.mixit import MixITConfig
+from stemsift.separate.mixit_model import save_mixit
+from stemsift.separate.mixit_train import train_mixit
 from stemsift.separate import data as separate_data
 from stemsift.separate import model as sepmodel
 from stemsift.separate import train as separate_train
 from stemsift.separate.data import StemPool, fixed_segments
-from stemsift.separate.selection import check_drawable, summary, typed
+from stemsift.separate.selection import check_drawable, refined_selection, summary, typed
+from stemsift.stages.refine import last_classifier, read_final_sets
 from stemsift.separate.train import TrainConfig, train_separator
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 from stemsift.tracking import TrainingRun, dvc_out_hash
@@ -31,17 +39,32 @@ def train_config(t: TrainParams) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in asdict(t).items() if k in names})
 
 
+def mixit_config(m: MixITParams) -> MixITConfig:
+    return MixITConfig(assignment=m.assignment, num_outputs=m.outputs, snr_max=m.snr_max, sparsity_weight=m.sparsity,
+                       covariance_weight=m.covariance, semantic_weight=m.semantic, consistency=m.consistency)
+
+
+def mixit_classifier(t: TrainParams, refine_out: str) -> Path:
+    """Ψ for the semantic loss and mapping: train.mixit.classifier, or the refine stage's last iteration."""
+    return Path(t.mixit.classifier) if t.mixit.classifier else last_classifier(refine_out)
+
+
 def run(params: dict, set_name: str) -> dict:
     if set_name not in TRAIN_SETS:
         raise ValueError(f"unknown training set {set_name!r} (use {', '.join(TRAIN_SETS)})")
     c = stage_params(params, "contaminate", ContaminateParams)
     t = stage_params(params, "train", TrainParams)
+    refine_out = stage_params(params, "refine", RefineParams).out
     if set_name == "cleaned":  # cleaned trains from the filtered stem set and its selection
         root = stage_params(params, "filter", FilterParams).out
         sel_path = Path(root) / "selections.parquet"
+    elif set_name == "refined":  # all training songs under the refined-label rule (refine stage)
+        root, sel_path = c.out, Path(refine_out) / "selections.parquet"
     else:
         root, sel_path = c.out, Path(stage_params(params, "select", SelectParams).out) / f"{set_name}.parquet"
     sel = typed(pd.read_parquet(sel_path))
+    if set_name == "cleaned" and t.labels == "refined":  # the filter's songs, drawn by their refined labels
+        sel = refined_selection(sel, read_final_sets(refine_out))
     check_drawable(sel)
     ss = StemSet(root)
     cfg = sepmodel.preset(t.model, hidden_size=t.hidden_size, nb_layers=t.nb_layers, nb_channels=ss.channels)
@@ -49,14 +72,22 @@ def run(params: dict, set_name: str) -> dict:
     tc = train_config(t)
     seq_len = int(round(tc.seq_dur * cfg.sample_rate))
     plain = {k: v for k, v in params.items() if not k.startswith("_")}
-    tags = {"train_set": set_name, "stemset": root, "stemset_hash": dvc_out_hash(root) or "unknown",
+    labels = "refined" if set_name == "refined" or (set_name == "cleaned" and t.labels == "refined") else "given"
+    tags = {"train_set": set_name, "labels": labels, "stemset": root, "stemset_hash": dvc_out_hash(root) or "unknown",
             "selection_hash": dvc_out_hash(str(sel_path.parent)) or "unknown", "params_hash": params_hash(plain)}
     kept = sel[sel.keep].sort_values(list(sel.columns))
     songs = sorted(set(kept.track_id)) + ss.track_ids("reference")
-    memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device")},
+    method = t.method if set_name == "cleaned" else "supervised"  # the controls stay supervised
+    tags["method"] = method
+    psi = mixit_classifier(t, refine_out) if method == "mixit" and t.mixit.semantic > 0 else None
+    # labels and method enter the key only through what they change (selection, method's own block)
+    memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device", "labels", "method", "mixit")},
+                 "method": method, "mixit": asdict(t.mixit) if method == "mixit" else None,
+                 "classifier": memo.files_sha1(psi) if psi else None,
                  "model": asdict(cfg), "device": str(device), "selection": kept.astype(str).values.tolist(),
                  "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist(),
-                 "code": memo.code_version(sepmodel, separate_data, separate_train)}
+                 "code": memo.code_version(sepmodel, separate_data, separate_train)
+                 + (memo.code_version(mixit, mixit_model, mixit_train) if method == "mixit" else "")}
     pool = valid = None
     report: dict = {"songs": summary(sel)["songs"], "seeds": len(t.seeds)}
     runs = {}
@@ -72,10 +103,18 @@ def run(params: dict, set_name: str) -> dict:
                         pool = StemPool(ss, sorted(set(kept.track_id)), cfg.sample_rate, cfg.nb_channels)
                         valid = fixed_segments(ss, ss.track_ids("reference"), cfg.sample_rate, seq_len,
                                                t.valid_segments, cfg.nb_channels)
-                    res = train_separator(pool, sel, valid, cfg, tc, seed, device)
-                    sepmodel.save(res.models, cfg, folder, {
-                        "seed": seed, "best_epoch": res.best_epoch, "best_valid": res.best_valid,
-                        "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
+                    if method == "mixit":  # song mixtures only: the stems and their labels are never used
+                        res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, tc,
+                                          mixit_config(t.mixit), seed, device,
+                                          classifier=probability_fn(clsmodel.load(psi), cfg.sample_rate) if psi else None)
+                        save_mixit(res.model, cfg, t.mixit.outputs, folder, {
+                            "seed": seed, "best_epoch": {"mixit": res.best_epoch}, "best_valid": {"mixit": res.best_valid},
+                            "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
+                    else:
+                        res = train_separator(pool, sel, valid, cfg, tc, seed, device)
+                        sepmodel.save(res.models, cfg, folder, {
+                            "seed": seed, "best_epoch": res.best_epoch, "best_valid": res.best_valid,
+                            "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
                     memo.store("train", mkey, folder)
                 meta = json.loads((folder / "separator.json").read_text())
                 for row in meta["history"]:
