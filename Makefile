@@ -59,6 +59,8 @@ bench: setup
 	$(BIN)/python bench/bench_evaluate.py
 	$(BIN)/python bench/bench_embed.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro embed && $(BIN)/python bench/bench_clean.py
+	$(BIN)/python bench/bench_classify.py
+	$(BIN)/python bench/bench_mixit.py
 
 clean-data:
-	rm -rf data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/runs data/catalogue.duckdb models .stemsift-cache
+	rm -rf data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/refined data/runs data/catalogue.duckdb models .stemsift-cache

@@ -66,7 +66,7 @@ def bench(name: str, steps: int, batch: int) -> dict:
     audio_s = sum(len(s) for s in signals) / cfg.sample_rate
     return {"preset": name, "params_M": params / 1e6, "s_per_step": train, "data_share": data / steps / train,
             "examples_per_s": batch / train, "infer_x_realtime": audio_s / infer,
-            "default_steps_min": ClassifierTrainConfig().steps * train / 60}
+            "default_steps_min": ClassifierTrainConfig().steps * train / 60}  # one classifier of the refine stage
 
 
 def main() -> None:
@@ -79,10 +79,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [bench(p, args.steps, args.batch) for p in args.presets]
     print(f"{'preset':8s} {'params M':>8s} {'s/step':>8s} {'data %':>7s} {'ex/s':>8s} {'infer ×RT':>10s} "
-          f"{'600 steps min':>13s}")
+          f"{f'{ClassifierTrainConfig().steps} steps min':>15s}")
     for r in rows:
         print(f"{r['preset']:8s} {r['params_M']:8.2f} {r['s_per_step']:8.3f} {100 * r['data_share']:7.1f} "
-              f"{r['examples_per_s']:8.1f} {r['infer_x_realtime']:10.1f} {r['default_steps_min']:13.1f}")
+              f"{r['examples_per_s']:8.1f} {r['infer_x_realtime']:10.1f} {r['default_steps_min']:15.1f}")
 
 
 if __name__ == "__main__":
