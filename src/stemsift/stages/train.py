@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -104,7 +104,9 @@ def run(params: dict, set_name: str) -> dict:
                         valid = fixed_segments(ss, ss.track_ids("reference"), cfg.sample_rate, seq_len,
                                                t.valid_segments, cfg.nb_channels)
                     if method == "mixit":  # song mixtures only: the stems and their labels are never used
-                        res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, tc,
+                        # one network for all targets: as many gradient steps as the four supervised models together
+                        mtc = replace(tc, steps_per_epoch=tc.steps_per_epoch * len(LABELS))
+                        res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, mtc,
                                           mixit_config(t.mixit), seed, device,
                                           classifier=probability_fn(clsmodel.load(psi), cfg.sample_rate) if psi else None)
                         save_mixit(res.model, cfg, t.mixit.outputs, folder, {
