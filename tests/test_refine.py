@@ -168,6 +168,13 @@ def test_refined_rule_decides_targets_and_interferers_by_counting_draws(world):
     base = given_selection(ss.stems, train)
     base.loc[base.track_id == "train-05", "keep"] = False
     assert not refined_selection(base, refined).query("track_id == 'train-05'").keep.any()
+    # a classifier that isolates no bass stem: the bass model falls back to the given labels, with a warning
+    no_bass = {k: (frozenset({"bass", "other"}) if v == frozenset({"bass"}) else v) for k, v in refined.items()}
+    with pytest.warns(UserWarning, match="no stem that holds exactly 'bass'"):
+        fb = refined_selection(given_selection(ss.stems, train), no_bass)
+    given_bass = given_selection(ss.stems, train).query("target == 'bass'").reset_index(drop=True)
+    pd.testing.assert_frame_equal(fb.query("target == 'bass'").reset_index(drop=True), given_bass)
+    assert not fb.query("target == 'other' and label == 'bass' and track_id != 'train-02'").keep.any()  # rule holds for other
     with pytest.raises(SelectionError, match="no refined labels"):
         refined_selection(base, {k: v for k, v in refined.items() if k[0] != "train-07"})
 

@@ -5,8 +5,8 @@
   over active pairs for inputs with >= 2 active stems; single-source reconstruction SI-SNR (1S) of the
   best-matching output for inputs with one active stem; under/equal/over-separation from output powers.
 * Mapping outputs to the 4 targets (MixIT outputs carry no labels): `oracle_mapping` (by reference, an upper
-  bound) or `semantic_mapping` (argmax of a classifier's probabilities); every output is assigned, so a
-  target's estimate is the sum of its outputs (`targets_from_mapping`).
+  bound) or `semantic_mapping` (a classifier's probabilities); one output per target first (Hungarian), the
+  rest to their best target, so a target's estimate is the sum of its outputs (`targets_from_mapping`).
 
 Arrays are numpy (frames, channels) per signal, stacked on a leading axis.
 """
@@ -107,16 +107,27 @@ def fuss_metrics(outputs: np.ndarray, refs: np.ndarray, mixture: np.ndarray) -> 
     }
 
 
+def cover_mapping(affinity: np.ndarray) -> list[int]:
+    """Outputs -> targets from an (M outputs, K targets) affinity: first a one-to-one assignment maximising the
+    total affinity (Hungarian), so every target gets an output when M >= K (an empty target would be a silent
+    estimate, which museval cannot score), then every remaining output to its own best target."""
+    affinity = np.asarray(affinity, dtype=np.float64)
+    mapping = [int(k) for k in affinity.argmax(1)]
+    rows, cols = linear_sum_assignment(affinity, maximize=True)
+    for m, k in zip(rows, cols):
+        mapping[m] = int(k)
+    return mapping
+
+
 def oracle_mapping(outputs: np.ndarray, refs: np.ndarray) -> list[int]:
-    """Each output (M, frames, ch) -> the index of the reference (K, frames, ch) it matches best by SI-SNR
-    (i.e. the largest squared cosine with that reference). Every output is assigned; several outputs may map
-    to one target and a target may get none."""
-    return [int(k) for k in si_snr_matrix(refs, outputs).argmax(0)]
+    """Each output (M, frames, ch) -> a reference (K, frames, ch) by SI-SNR (`cover_mapping`): an upper bound,
+    the references are the answer."""
+    return cover_mapping(si_snr_matrix(refs, outputs).T)
 
 
 def semantic_mapping(probs: np.ndarray) -> list[int]:
-    """Class probabilities of each output (M, K) -> its most probable class."""
-    return [int(k) for k in np.asarray(probs).argmax(1)]
+    """Class probabilities of each output (M, K) -> its class (`cover_mapping`: every class gets an output)."""
+    return cover_mapping(probs)
 
 
 def targets_from_mapping(outputs: np.ndarray, mapping: list[int], num_targets: int) -> np.ndarray:

@@ -8,6 +8,8 @@ from the kept ``(target=t, role='target')`` rows and, for every other label ``u`
 """
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
 from stemsift import LABELS
@@ -78,7 +80,8 @@ def refined_selection(sel: pd.DataFrame, refined: dict[tuple[str, str], frozense
     """The refined-label rule (Koo et al., ISMIR 2023, §3.3), the only place it is applied: a stem with refined
     label set R is drawn as the **target** of model t only if R == {t}, and as an **interferer** of model t only
     if t ∉ R. A multi-instrument stem therefore never teaches a model to output another instrument as its target,
-    nor to suppress its own. Rows the input selection had unkept stay unkept (filtering composes with it)."""
+    nor to suppress its own. Rows the input selection had unkept stay unkept (filtering composes with it).
+    Should no stem be exactly {t} (a classifier too weak to isolate t), model t keeps the input's rows, warned."""
     missing = sorted({(t, lb) for t, lb in zip(sel.track_id, sel.label)} - set(refined))
     if missing:
         raise SelectionError(f"no refined labels for stem {missing[0][0]}/{missing[0][1]} (run the refine stage)")
@@ -88,4 +91,10 @@ def refined_selection(sel: pd.DataFrame, refined: dict[tuple[str, str], frozense
     out["role"] = ["target" if it else "interferer" for it in is_target]
     out["keep"] = out.keep & pd.Series([it or t not in r for it, r, t in zip(is_target, sets, out.target)],
                                        index=out.index)
+    for t in LABELS:  # a classifier that isolates no stem of t would leave model t nothing to learn from
+        if not ((out.target == t) & (out.role == "target") & out.keep).any():
+            warnings.warn(f"refined labels leave no stem that holds exactly {t!r}: the {t} model draws its stems "
+                          "by their given labels")
+            rows = out.target == t
+            out.loc[rows, ["role", "keep"]] = sel.loc[rows, ["role", "keep"]].to_numpy()
     return typed(out)
