@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep exps clean-data
+.PHONY: setup demo test test-fast bench smoke sweep exps exps-refine clean-data
 
 setup: $(STAMP)
 
@@ -52,6 +52,11 @@ sweep: setup
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$
 exps: setup
 	COLUMNS=200 PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp show --no-pager $(EXPS_ARGS) --drop '.*' --keep '$(EXP_KEEP)'
+
+# refined labels and MixIT: classifier table (noisy / iter1 / iter2 / clean) and SDR per set, MixIT's FUSS scores
+EXP_KEEP_REFINE := Experiment|refine.threshold|train.labels|train.method|train.mixit.assignment|train.mixit.sparsity|train.mixit.semantic|(noisy|iter1|iter2|clean).all.exact_match|separation.json:(baseline|cleaned|refined|oracle).sdr_avg$$|cleaned.si_snri|cleaned.sdr_oraclemap_avg
+exps-refine: setup
+	COLUMNS=250 PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp show --no-pager -A --drop '.*' --keep '$(EXP_KEEP_REFINE)'
 
 bench: setup
 	$(BIN)/python bench/bench_data.py
