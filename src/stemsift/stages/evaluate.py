@@ -75,7 +75,7 @@ def score_mixit(ss: StemSet, folder: Path, e: EvaluateParams, psi: Path | None, 
                 items[kind].append((tid, refs, {t: est[i] for i, t in enumerate(LABELS)}))
         extra.append({"track_id": tid, "si_snri": fuss["msi"], "si_snr_single": float(np.nanmean(single)) if single else np.nan,
                       "active_outputs": fuss["num_active_seps"]})
-    sr = load_mixit(folder)[1].sample_rate
+    sr = json.loads((folder / "separator.json").read_text())["model"]["sample_rate"]  # no second model load
     frames = [score_tracks(v, sr, workers=e.workers).assign(mapping=k) for k, v in items.items() if v]
     return pd.concat(frames, ignore_index=True).merge(pd.DataFrame(extra), on="track_id")
 
