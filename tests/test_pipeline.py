@@ -80,7 +80,7 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
     # cleaners: every one scored every training stem; the default (fad at r=0.75) filtered 6 of 8 songs
     cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
-    assert set(cleaning) == {"random", "fad", "mlp", "confident", "unlearning", "selfrefine"}
+    assert set(cleaning) == {"random", "fad", "leak", "loss", "unlearning", "blind", "mlp", "confident", "selfrefine", "hybrid"}
     assert cleaning["unlearning"]["cost"]["ratio_to_training"] > 0  # attribution time vs one baseline training
     assert all(0 <= cleaning[c]["song_auc"]["all"] <= 1 for c in cleaning)
     assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[6, 6 * 8 * 4]]

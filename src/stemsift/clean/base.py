@@ -7,7 +7,7 @@ contaminate stage's track metadata never enter the view.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -32,6 +32,7 @@ class StemView:
     load_audio: Callable[[str, str], np.ndarray]
     embeddings: Callable[[str], np.ndarray] | None = None  # stem sha1 -> (frames, dim)
     sample_rate: int = 0
+    scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # cleaner -> its table, for fusion cleaners
 
     @classmethod
     def of(cls, ss: StemSet, embeddings: Callable[[str], np.ndarray] | None = None) -> "StemView":
@@ -50,6 +51,10 @@ class Cleaner(ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()       # 'embeddings', 'audio', 'baseline' (what the stage must provide)
     defaults: ClassVar[dict] = {}               # the cleaner's params block, with defaults
+
+    def components(self) -> list[str]:
+        """Cleaners whose scores this one reads from ``view.scores`` (fusion cleaners); scored before it."""
+        return []
 
     def __init__(self, options: dict | None = None, seed: int = 0):
         options = dict(options or {})

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from stemsift import LABELS
-from stemsift.clean.base import Cleaner, StemView, register
+from stemsift.clean.base import Cleaner, CleanerError, StemView, register
+
+EPS = 1e-12
 
 
 def gaussian(frames: np.ndarray, shrinkage: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -39,23 +41,67 @@ def frechet_distance(mu1: np.ndarray, c1: np.ndarray, mu2: np.ndarray, c2: np.nd
     return max(d, 0.0)
 
 
+REFERENCES = ("pooled", "nearest")
+CALIBRATIONS = ("median", "reference")
+
+
+def reference_distances(stems: list[np.ndarray], refs: list[np.ndarray], reference: str, k: int,
+                        shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """FAD of every stem to the reference stems of its label, and the same for each reference stem left out
+    of its own reference (the spread clean stems of this label show). ``pooled``: one Gaussian of all
+    reference frames (fadtk); ``nearest``: the mean FAD to the k closest reference stems, so a stem is compared
+    with clean stems of a similar instrument rather than with the label's whole variety."""
+    ref_g = [gaussian(e, shrinkage) for e in refs]
+    if reference == "pooled":
+        pooled = gaussian(np.concatenate(refs), shrinkage)
+        fad = np.array([frechet_distance(*gaussian(e, shrinkage), *pooled) for e in stems])
+        loo = np.array([frechet_distance(*ref_g[i], *gaussian(np.concatenate(refs[:i] + refs[i + 1:]), shrinkage))
+                        for i in range(len(refs))]) if len(refs) > 1 else np.ones(1)
+        return fad, loo
+    kk = max(1, min(int(k), len(refs) - 1 if len(refs) > 1 else 1))
+    pair = np.array([[frechet_distance(*ref_g[i], *ref_g[j]) if i != j else np.inf for j in range(len(refs))]
+                     for i in range(len(refs))])
+    loo = np.sort(pair, axis=1)[:, :kk].mean(axis=1) if len(refs) > 1 else np.ones(1)
+    fad = np.array([np.sort([frechet_distance(*gaussian(e, shrinkage), *g) for g in ref_g])[:kk].mean()
+                    for e in stems])
+    return fad, loo
+
+
 @register
 class FadCleaner(Cleaner):
     name = "fad"
     needs = ("embeddings",)
-    defaults = {"shrinkage": 0.01}
+    defaults = {"shrinkage": 0.01, "reference": "nearest", "k": 3, "calibration": "reference", "song": "mean"}
 
     def score_stems(self, view: StemView) -> np.ndarray:
-        k = float(self.options["shrinkage"])
-        ref = {}
-        for label in LABELS:  # reference statistics per label: each target's own clean distribution
-            rows = view.reference[view.reference.label == label]
-            ref[label] = gaussian(np.concatenate(view.embed(rows)), k)
-        fad = [frechet_distance(*gaussian(e, k), *ref[label])
-               for e, label in zip(view.embed(view.train), view.train.label)]
-        return -np.asarray(fad)
+        o = self.options
+        if o["reference"] not in REFERENCES:
+            raise CleanerError(f"fad.reference: {o['reference']!r} is not one of {', '.join(REFERENCES)}")
+        if o["calibration"] not in CALIBRATIONS:
+            raise CleanerError(f"fad.calibration: {o['calibration']!r} is not one of {', '.join(CALIBRATIONS)}")
+        if o["song"] not in ("mean", "min"):
+            raise CleanerError(f"fad.song: {o['song']!r} is not one of mean, min")
+        scores = np.empty(len(view.train))
+        for label in LABELS:  # each target's own clean distribution
+            rows = np.flatnonzero(view.train.label.to_numpy() == label)
+            if not len(rows):
+                continue
+            refs = view.embed(view.reference[view.reference.label == label])
+            if not refs:
+                raise CleanerError(f"fad: no reference stem labelled {label!r} to compare with")
+            fad, loo = reference_distances(view.embed(view.train.iloc[rows]), refs, o["reference"], int(o["k"]),
+                                           float(o["shrinkage"]))
+            if o["calibration"] == "median":
+                scores[rows] = -fad
+            else:  # z of log FAD against the reference stems' own leave-one-out FADs of this label
+                ll = np.log(loo + EPS)
+                scores[rows] = -(np.log(fad + EPS) - ll.mean()) / (ll.std(ddof=1) if len(ll) > 1 and ll.std(ddof=1) > 0 else 1.0)
+        return scores
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
-        # FADs of different labels live on different scales: divide by each label's median before averaging
-        scale = stems.groupby("label").score.transform(lambda s: s.abs().median() or 1.0)
-        return (stems.score / scale).groupby(stems.track_id).mean()
+        if self.options["calibration"] == "median":
+            # FADs of different labels live on different scales: divide by each label's median before averaging
+            scale = stems.groupby("label").score.transform(lambda s: s.abs().median() or 1.0)
+            return (stems.score / scale).groupby(stems.track_id).mean()
+        g = stems.groupby("track_id").score
+        return g.min() if self.options["song"] == "min" else g.mean()

@@ -20,24 +20,25 @@ change when the loss is rescaled (louder audio) and one damping fits models of a
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from stemsift import LABELS
-from stemsift.audio import match_channels, resample
 from stemsift.clean.base import Cleaner, CleanerError, StemView, register
+from stemsift.clean.baseline import ViewSongs, baseline_folder
 from stemsift.clean.frames import single_thread
 from stemsift.separate.model import ModelConfig, load, resolve_device, spectrogram
 
 MODES = ("exact", "first_order")
+# Open-Unmix's parameter groups by top-level module name (fc1/bn1 encode, lstm, fc2/bn2 + fc3/bn3 decode)
+PARAM_GROUPS = {"all": (), "head": ("fc2", "bn2", "fc3", "bn3"), "lstm": ("lstm",)}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class UnlearningConfig:
     seq_dur: float = 3.0        # seconds per segment (train.seq_dur)
     seed: int = 0               # torch seed; the method itself draws nothing at random
     batch: int = 8              # songs per batched forward in the exact re-evaluations
+    params: str = "all"         # weights unlearned: all | head (fc2, fc3 and their norms) | lstm
+    loss: str = "mse"           # mse (the training loss) | nmse (divided by the target's energy: loudness-free)
+    normalize: str = "none"     # none | cosine: dL_ij / (|g_i|_P |g_j|_P), first_order only (direction, not size)
 
     def check(self) -> "UnlearningConfig":
         if self.mode not in MODES:
@@ -66,6 +70,11 @@ class UnlearningConfig:
             raise CleanerError(f"unlearning.damping: must be > 0 (F is singular without it), got {self.damping}")
         if int(self.segments) < 1 or not self.seq_dur > 0:
             raise CleanerError("unlearning.segments / seq_dur: need at least one segment of positive length")
+        for key, allowed in (("params", PARAM_GROUPS), ("loss", ("mse", "nmse")), ("normalize", ("none", "cosine"))):
+            if getattr(self, key) not in allowed:
+                raise CleanerError(f"unlearning.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        if self.normalize != "none" and self.mode != "first_order":
+            raise CleanerError("unlearning.normalize: cosine needs mode first_order")
         return self
 
 
@@ -149,12 +158,28 @@ def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def song_loss(model, spec, mix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_t(x): the training loss (MSE of magnitude spectrograms) over one song's segments (S, C, samples)."""
-    return torch.nn.functional.mse_loss(model(spec(mix)), spec(target))
+def select_params(model: torch.nn.Module, group: str) -> None:
+    """Only the weights of ``group`` take part (AbU unlearns a subset of weights); the rest are frozen."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(group == "all" or name.split(".")[0] in PARAM_GROUPS[group])
 
 
-def song_losses(model, spec, mix: torch.Tensor, target: torch.Tensor, batch: int = 8) -> np.ndarray:
+@contextlib.contextmanager
+def gradient_mode(device: torch.device):
+    """cuDNN's RNN backward refuses eval mode (seen on an H200); the native LSTM kernels do not. CPU: no-op."""
+    with torch.backends.cudnn.flags(enabled=device.type != "cuda"):
+        yield
+
+
+def song_loss(model, spec, mix: torch.Tensor, target: torch.Tensor, energy: bool = False) -> torch.Tensor:
+    """L_t(x): the training loss (MSE of magnitude spectrograms) over one song's segments (S, C, samples);
+    with ``energy``, divided by the target's mean squared magnitude (a constant in theta)."""
+    y = spec(target)
+    loss = torch.nn.functional.mse_loss(model(spec(mix)), y)
+    return loss / y.detach().pow(2).mean().clamp_min(1e-10) if energy else loss
+
+
+def song_losses(model, spec, mix: torch.Tensor, target: torch.Tensor, batch: int = 8, energy: bool = False) -> np.ndarray:
     """L_t for many songs (N, S, C, samples) -> (N,) float64, batched, without autograd. The per-segment
     means are equal-sized, so their mean is the song's loss; squares are summed in float64."""
     n, s = mix.shape[:2]
@@ -164,27 +189,31 @@ def song_losses(model, spec, mix: torch.Tensor, target: torch.Tensor, batch: int
         for i in range(0, n, batch):
             x = mix[i:i + batch].flatten(0, 1).to(p.device, p.dtype)
             y = target[i:i + batch].flatten(0, 1).to(p.device, p.dtype)
-            err = (model(spec(x)) - spec(y)).double().pow(2).flatten(1).mean(1)
-            out[i:i + batch] = err.reshape(-1, s).mean(1).cpu().numpy()
+            sy = spec(y)
+            err = (model(spec(x)) - sy).double().pow(2).flatten(1).mean(1).reshape(-1, s).mean(1)
+            if energy:
+                err = err / sy.double().pow(2).flatten(1).mean(1).reshape(-1, s).mean(1).clamp_min(1e-10)
+            out[i:i + batch] = err.cpu().numpy()
     return out
 
 
-def song_gradient(model, spec, mix: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
+def song_gradient(model, spec, mix: torch.Tensor, target: torch.Tensor, energy: bool = False) -> list[torch.Tensor]:
     """dL_t(x)/dtheta for one song (plain autograd; the parameters' .grad is left untouched)."""
     p = next(model.parameters())
-    loss = song_loss(model, spec, mix.to(p.device, p.dtype), target.to(p.device, p.dtype))
-    return list(torch.autograd.grad(loss, _params(model)))
+    with gradient_mode(p.device):
+        loss = song_loss(model, spec, mix.to(p.device, p.dtype), target.to(p.device, p.dtype), energy)
+        return list(torch.autograd.grad(loss, _params(model)))
 
 
 def fisher_diagonal(model, spec, songs: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                    keep: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+                    keep: list[torch.Tensor] | None = None, energy: bool = False) -> list[torch.Tensor]:
     """Diagonal empirical Fisher F_ii = 1/N sum_x (dL(x)/dtheta_i)^2 from per-song gradients, in float64,
     shaped like the parameters. With ``keep``, each song's flattened float32 gradient is appended to it
     (first_order reuses them instead of a second pass). AbU, Sec. 4 (EWC-style diagonal Fisher)."""
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in _params(model)]
     n = 0
     for mix, target in songs:
-        g = song_gradient(model, spec, mix, target)
+        g = song_gradient(model, spec, mix, target, energy)
         for f, gi in zip(fisher, g):
             f.add_(gi.double().square())
         if keep is not None:
@@ -213,7 +242,8 @@ def _attribute_target(model, spec, train: _Songs, ref: _Songs, label: str, cfg: 
     coef = cfg.lr / n
     t0 = time.perf_counter()
     grads: list[torch.Tensor] | None = [] if cfg.mode == "first_order" else None
-    fisher = fisher_diagonal(model, spec, zip(train.mix, train.stems[label]), keep=grads)
+    energy = cfg.loss == "nmse"
+    fisher = fisher_diagonal(model, spec, zip(train.mix, train.stems[label]), keep=grads, energy=energy)
     inv = preconditioner(fisher, cfg.damping)
     t1 = time.perf_counter()
     seconds["fisher"] += t1 - t0
@@ -222,7 +252,7 @@ def _attribute_target(model, spec, train: _Songs, ref: _Songs, label: str, cfg: 
         # dL_ij ~= alpha/N g_i^T (F+lambda)^-1 g_j; with steps > 1 the single-step term is multiplied by steps
         # (the gradient is not re-evaluated along the path: the same first-order approximation, repeated)
         inv_flat = torch.cat([v.reshape(-1) for v in inv]).cpu()
-        r = torch.stack([torch.cat([g.reshape(-1) for g in song_gradient(model, spec, x, y)]).cpu().double()
+        r = torch.stack([torch.cat([g.reshape(-1) for g in song_gradient(model, spec, x, y, energy)]).cpu().double()
                          for x, y in zip(ref.mix, ref.stems[label])]) * inv_flat          # (M, P) float64
         t2 = time.perf_counter()
         seconds["unlearning"] += t2 - t1
@@ -231,10 +261,14 @@ def _attribute_target(model, spec, train: _Songs, ref: _Songs, label: str, cfg: 
         for i in range(0, n, rows):
             delta[i:i + rows] = (torch.stack(grads[i:i + rows]).double() @ r.T).numpy()
         delta *= coef * cfg.steps
+        if cfg.normalize == "cosine":  # |g|_P = sqrt(g^T (F+lambda)^-1 g): the preconditioned norm
+            ref_norm = torch.sqrt((r * r / inv_flat).sum(1)).numpy()
+            train_norm = np.array([float(torch.sqrt((g.double() ** 2 * inv_flat).sum())) for g in grads])
+            delta /= np.maximum(np.outer(train_norm, ref_norm), 1e-30)
         seconds["attribution"] += time.perf_counter() - t2
         return delta, None
 
-    base = song_losses(model, spec, train.mix, train.stems[label], cfg.batch)
+    base = song_losses(model, spec, train.mix, train.stems[label], cfg.batch, energy)
     seconds["attribution"] += time.perf_counter() - t1
     params = _params(model)
     theta = [p.detach().clone() for p in params]
@@ -243,13 +277,13 @@ def _attribute_target(model, spec, train: _Songs, ref: _Songs, label: str, cfg: 
         for j in range(m):
             t2 = time.perf_counter()
             for _ in range(int(cfg.steps)):  # gradient ascent on the reference song, re-evaluated at theta'
-                g = song_gradient(model, spec, ref.mix[j], ref.stems[label][j])
+                g = song_gradient(model, spec, ref.mix[j], ref.stems[label][j], energy)
                 with torch.no_grad():
                     for p, gi, v in zip(params, g, inv):
                         p.add_((coef * gi.double() * v).to(p.dtype))
             t3 = time.perf_counter()
             seconds["unlearning"] += t3 - t2
-            delta[:, j] = song_losses(model, spec, train.mix, train.stems[label], cfg.batch) - base
+            delta[:, j] = song_losses(model, spec, train.mix, train.stems[label], cfg.batch, energy) - base
             with torch.no_grad():  # restore theta exactly before the next reference song
                 for p, p0 in zip(params, theta):
                     p.copy_(p0)
@@ -283,8 +317,7 @@ def attribution(models: Mapping[str, torch.nn.Module], model_cfg: ModelConfig,
     base = np.empty((len(train.ids), len(targets)), dtype=np.float64)
     for k, t in enumerate(targets):
         model = copy.deepcopy(models[t]).to(device).eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
+        select_params(model, cfg.params)
         dtype = next(model.parameters()).dtype  # float64 models (tests) evaluate in float64 throughout
         delta[:, :, k], b = _attribute_target(model, spec.to(dtype), train, ref, t, cfg, seconds)
         if b is not None:
@@ -298,46 +331,13 @@ def attribution(models: Mapping[str, torch.nn.Module], model_cfg: ModelConfig,
 
 # ---- the cleaner -------------------------------------------------------------------------------------------
 
-class _ViewSongs(Mapping):
-    """track_id -> label -> audio at the model's rate and channel count, read from the view on demand."""
-
-    def __init__(self, view: StemView, rows: pd.DataFrame, sample_rate: int, channels: int):
-        self.view, self.sr, self.channels = view, sample_rate, channels
-        self.ids = list(dict.fromkeys(rows.track_id))
-
-    def __getitem__(self, tid: str) -> dict[str, np.ndarray]:
-        return {lb: resample(match_channels(self.view.load_audio(tid, lb), self.channels), self.view.sample_rate, self.sr)
-                for lb in LABELS}
-
-    def __iter__(self):
-        return iter(self.ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def baseline_folder(model: str | Path, model_seed: int | None) -> Path:
-    """``model`` itself when it holds separator.json, else its seed<k>/ (the lowest k unless model_seed)."""
-    root = Path(model)
-    if (root / "separator.json").is_file() and model_seed is None:
-        return root
-    if model_seed is not None:
-        folder = root / f"seed{int(model_seed)}"
-    else:
-        seeds = sorted((int(m.group(1)), p) for p in root.glob("seed*")
-                       if (m := re.fullmatch(r"seed(\d+)", p.name)) and (p / "separator.json").is_file())
-        folder = seeds[0][1] if seeds else root / "seed<k>"
-    if not (folder / "separator.json").is_file():
-        raise CleanerError(f"unlearning.model: {folder}/separator.json not found (train the baseline first)")
-    return folder
-
-
 @register
 class UnlearningCleaner(Cleaner):
     name = "unlearning"
     needs = ("baseline",)
     defaults = {"mode": "first_order", "lr": UnlearningConfig.lr, "steps": 1, "damping": UnlearningConfig.damping,
-                "segments": 2, "seq_dur": 3.0, "model": "models/baseline", "model_seed": None, "device": "auto"}
+                "segments": 2, "seq_dur": 3.0, "model": "models/baseline", "model_seed": None, "device": "auto",
+                "params": "all", "loss": "mse", "normalize": "none"}
 
     result: AttributionResult | None = None
 
@@ -345,7 +345,8 @@ class UnlearningCleaner(Cleaner):
         o = self.options
         return UnlearningConfig(mode=str(o["mode"]), lr=float(o["lr"]), steps=int(o["steps"]),
                                 damping=float(o["damping"]), segments=int(o["segments"]),
-                                seq_dur=float(o["seq_dur"]), seed=self.seed).check()
+                                seq_dur=float(o["seq_dur"]), seed=self.seed, params=str(o["params"]),
+                                loss=str(o["loss"]), normalize=str(o["normalize"])).check()
 
     def score_stems(self, view: StemView) -> np.ndarray:
         cfg = self.unlearning_config()
@@ -354,8 +355,8 @@ class UnlearningCleaner(Cleaner):
         except ValueError as e:
             raise CleanerError(f"unlearning.device: {e}") from None
         models, mcfg, _ = load(baseline_folder(self.options["model"], self.options["model_seed"]))
-        train = _ViewSongs(view, view.train, mcfg.sample_rate, mcfg.nb_channels)
-        ref = _ViewSongs(view, view.reference, mcfg.sample_rate, mcfg.nb_channels)
+        train = ViewSongs(view, view.train, mcfg.sample_rate, mcfg.nb_channels)
+        ref = ViewSongs(view, view.reference, mcfg.sample_rate, mcfg.nb_channels)
         if not len(ref):
             raise CleanerError("unlearning: the view has no reference songs to unlearn")
         with single_thread():  # per-song backward passes of a small model: a second thread loses more than it gains

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from stemsift.catalogue import TRUTH
-from stemsift.clean import REGISTRY, StemView, get_cleaner
+from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
 from stemsift.clean.metrics import detection
 from stemsift.embed.cache import EmbeddingStore
 from stemsift.params import ContaminateParams, EmbedParams, ScoreParams, TrainParams, params_hash, stage_params
@@ -20,8 +20,26 @@ METRICS = Path("metrics/cleaning.json")
 
 
 def cleaner_options(params: dict, name: str) -> dict:
-    """A cleaner's own params block (top-level key = cleaner name), empty when absent."""
-    return dict(params.get(name) or {})
+    """A cleaner's own params block (``cleaners.<name>``), empty when absent."""
+    return dict((params.get("cleaners") or {}).get(name) or {})
+
+
+def scoring_order(params: dict, names: list[str], seed: int) -> list[str]:
+    """``names`` with every fusion cleaner's components scored before it (added when not listed)."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise CleanerError(f"cleaners.{name}.components: a cycle ({' -> '.join(path + (name,))})")
+        for comp in get_cleaner(name, cleaner_options(params, name), seed).components():
+            visit(comp, path + (name,))
+        order.append(name)
+
+    for n in names:
+        visit(n, ())
+    return order
 
 
 def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Path | None) -> tuple[dict, dict]:
@@ -30,10 +48,11 @@ def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Pat
     store = EmbeddingStore(embeddings) if embeddings is not None else None
     view = StemView.of(ss, store)
     out, results = {}, {}
-    for name in names:
+    for name in scoring_order(params, names, s.seed):
         cleaner = get_cleaner(name, cleaner_options(params, name), seed=s.seed)
         t0 = time.perf_counter()
         table = cleaner.score(view)
+        view.scores[name] = table
         config = {**cleaner.config(), "embedder": store.info["config"] if store and "embeddings" in cleaner.needs else None}
         out[name] = table.assign(cleaner=name, config_hash=params_hash(config), seconds=round(time.perf_counter() - t0, 2))
         if getattr(cleaner, "result", None) is not None:  # attribution cleaners keep their full matrix
@@ -58,7 +77,9 @@ def run(params: dict) -> dict[str, pd.DataFrame]:
     s = stage_params(params, "score", ScoreParams)
     names = [n for n in dict.fromkeys(s.cleaners) if n != "none"]
     ss = StemSet(c.out)
-    needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in names)
+    if unknown := [n for n in names if n not in REGISTRY]:
+        raise CleanerError(f"score.cleaners: unknown cleaner {unknown[0]!r} (available: {', '.join(sorted(REGISTRY))})")
+    needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in scoring_order(params, names, s.seed))
     tables, results = score_all(ss, params, names, e.folder if needs_embeddings else None)
     with atomic_dir(s.out) as tmp:
         for name, table in tables.items():
