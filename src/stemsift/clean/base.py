@@ -79,6 +79,8 @@ class Cleaner(ABC):
         if len(out.score) != len(view.train) or not np.isfinite(out.score).all():
             raise CleanerError(f"{self.name}: produced {len(out)} scores, non-finite or wrong count")
         out["song_score"] = out.track_id.map(self.song_scores(out)).astype(np.float64)
+        for col, values in getattr(self, "columns", {}).items():  # e.g. class probabilities p_<label>
+            out[col] = np.asarray(values, dtype=np.float64)
         return out
 
     def config(self) -> dict:

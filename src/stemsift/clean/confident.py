@@ -38,5 +38,6 @@ class ConfidentCleaner(Cleaner):
         given = label_index(view.train.label)
         onehot = np.eye(len(LABELS))[given]
         probs = out_of_fold_probs(view.embed(view.train), songs, onehot, min(folds, len(set(songs))), o, self.seed)
+        self.columns = {f"p_{lb}": probs[:, k] for k, lb in enumerate(LABELS)}  # for filter.auto.method=cleanlab
         labels = [[int(g)] for g in given]  # each stem's given label set
         return np.asarray(get_label_quality_scores(labels, probs, method=method), dtype=np.float64)

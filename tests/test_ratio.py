@@ -1,0 +1,63 @@
+"""The automatic keep ratio: mixture methods recover the mixing proportion; degenerate inputs keep everything."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stemsift import LABELS
+from stemsift.clean.ratio import auto_keep
+
+
+def two_populations(n: int, clean: float, seed: int = 0, family: str = "gauss") -> pd.Series:
+    """Song scores (higher = keep), clean songs first: N(0, 1) vs N(-5, 1.3), or Beta(10, 2) vs Beta(2, 6)."""
+    rng = np.random.default_rng(seed)
+    k = int(round(clean * n))
+    if family == "gauss":
+        x = np.concatenate([rng.normal(0, 1, k), rng.normal(-5, 1.3, n - k)])
+    else:
+        x = np.concatenate([rng.beta(10, 2, k), rng.beta(2, 6, n - k)])
+    return pd.Series(x, index=[f"s{i:03d}" for i in range(n)])
+
+
+@pytest.mark.parametrize("method", ["gmm", "beta"])
+@pytest.mark.parametrize("clean", [0.25, 0.5, 0.75])
+def test_mixture_methods_recover_the_mixing_proportion(method, clean):
+    """Each method on a sample of its own model family (Gaussian / beta populations)."""
+    songs = two_populations(400, clean, seed=int(clean * 100), family="gauss" if method == "gmm" else "beta")
+    a = auto_keep(songs, method)
+    assert not a.warning
+    assert abs(a.clean_share - clean) <= 0.05, a
+    assert abs(a.ratio - clean) <= 0.05, a
+    kept_clean = sum(int(t[1:]) < round(clean * 400) for t in a.keep) / len(a.keep)
+    assert kept_clean > 0.95  # the kept songs are the clean population
+
+
+@pytest.mark.parametrize("method", ["gmm", "beta"])
+def test_degenerate_inputs_warn_and_keep_everything(method):
+    few = two_populations(8, 0.5)
+    equal = pd.Series(1.0, index=[f"s{i}" for i in range(50)])
+    unimodal = pd.Series(np.random.default_rng(1).normal(size=200), index=[f"s{i}" for i in range(200)])
+    for songs, why in [(few, "too few"), (equal, "equal"), (unimodal, "unimodal")]:
+        a = auto_keep(songs, method)
+        assert a.ratio == 1.0 and a.keep == frozenset(songs.index) and why in a.warning, (why, a)
+
+
+def test_cleanlab_counts_label_issues_from_class_probabilities():
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        for k, lb in enumerate(LABELS):
+            p = np.full(4, 0.02)
+            true = (k + 1) % 4 if i < 10 and lb in ("vocals", "bass") else k  # 10 songs with 2 mislabelled stems
+            p[true] = 0.94
+            p = np.abs(p + rng.normal(0, 0.01, 4))
+            rows.append({"track_id": f"s{i:02d}", "label": lb, **{f"p_{c}": p[j] for j, c in enumerate(LABELS)}})
+    stems = pd.DataFrame(rows)
+    songs = pd.Series(1.0, index=sorted(stems.track_id.unique())) + np.linspace(0, 1e-3, 40)
+    a = auto_keep(songs, "cleanlab", stems=stems)
+    assert abs(a.ratio - 0.75) <= 0.05 and frozenset(f"s{i:02d}" for i in range(10, 40)) <= a.keep, a
+    with pytest.raises(ValueError, match="cleanlab needs"):
+        auto_keep(songs, "cleanlab")
+    with pytest.raises(ValueError, match="filter.auto.method"):
+        auto_keep(songs, "vote")
