@@ -34,6 +34,9 @@ SCHEMA: dict[str, str] = {
     # train_set: baseline | cleaned | oracle | reference; role: target | interferer (see separate/selection.py)
     "selections": "train_set VARCHAR, cleaner VARCHAR, config_hash VARCHAR, keep_ratio DOUBLE, mode VARCHAR, "
                   "track_id VARCHAR, label VARCHAR, target VARCHAR, role VARCHAR, keep BOOLEAN",
+    # human verdicts the filter applied (filter.verdicts); score_decision: what the scores alone decided
+    "verdicts": "cleaner VARCHAR, config_hash VARCHAR, file VARCHAR, track_id VARCHAR, stem VARCHAR, verdict VARCHAR, "
+                "score_decision VARCHAR, overrode BOOLEAN",
     "runs": "run_name VARCHAR, train_set VARCHAR, mlflow_run_id VARCHAR, stemset_hash VARCHAR, params_hash VARCHAR, "
             "method VARCHAR, seed INTEGER, " + ", ".join(f"sdr_{c} DOUBLE" for c in LABELS) + ", sdr_avg DOUBLE, "
             "sdr_utt_avg DOUBLE, train_seconds DOUBLE, created TIMESTAMP",

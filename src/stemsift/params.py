@@ -201,6 +201,7 @@ class FilterParams:
     ratio: float = 0.75         # keep ratio r: share of training songs kept (per target model in per_target mode)
     mode: str = "unified"       # unified | per_target (Blind'25 section 2.1)
     out: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
+    verdicts: str | None = None  # CSV of human verdicts (track,stem,verdict) that overrule the scores
 
     def check(self, where: str) -> None:
         _need(0 < float(self.ratio) <= 1, f"{where}.ratio", "must be in (0, 1]")
