@@ -37,6 +37,9 @@ SCHEMA: dict[str, str] = {
     # human verdicts the filter applied (filter.verdicts); score_decision: what the scores alone decided
     "verdicts": "cleaner VARCHAR, config_hash VARCHAR, file VARCHAR, track_id VARCHAR, stem VARCHAR, verdict VARCHAR, "
                 "score_decision VARCHAR, overrode BOOLEAN",
+    # stage audit: duplicates / near duplicates (other_track_id; leak = across splits), bad mixtures, silent, clipped
+    "audit": "stemset VARCHAR, kind VARCHAR, track_id VARCHAR, label VARCHAR, split VARCHAR, other_track_id VARCHAR, "
+             "other_split VARCHAR, leak BOOLEAN, value DOUBLE",
     "runs": "run_name VARCHAR, train_set VARCHAR, mlflow_run_id VARCHAR, stemset_hash VARCHAR, params_hash VARCHAR, "
             "method VARCHAR, seed INTEGER, " + ", ".join(f"sdr_{c} DOUBLE" for c in LABELS) + ", sdr_avg DOUBLE, "
             "sdr_utt_avg DOUBLE, train_seconds DOUBLE, created TIMESTAMP",

@@ -22,6 +22,7 @@ STAGES = {
     "filter": "the cleaned set: score.cleaner's scores at filter.ratio -> the filtered stem set data/filtered",
     "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
     "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
+    "audit": "duplicates and near duplicates across splits (leakage), bad mixtures, silent / clipped stems (params: audit) -> data/audit",
     "report": "the baseline / cleaned / refined / oracle / reference comparison -> metrics/separation.json",
 }
 PER_SET = ("train", "evaluate")  # stages run once per training set (DVC foreach)

@@ -302,3 +302,20 @@ class RefineParams:
         for key in ("include_prob", "effects_prob"):
             _need(0 <= float(getattr(self, key)) <= 1, f"{where}.{key}", "must be in [0, 1]")
         _need(self.device in ("auto", "cpu", "cuda"), f"{where}.device", "must be auto, cpu or cuda")
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    stemset: str | None = None  # the stem set audited; null = data.out (the ingested set)
+    near_threshold: float = 0.9  # fingerprint correlation at the best lag that makes a near duplicate
+    max_shift_s: float = 1.0    # time shifts searched
+    candidates: int = 5         # near-duplicate candidates per song (global fingerprint), each then verified
+    mixture_tol_db: float = -30.0  # residual of mixture - sum of stems (dB re mixture) above this is reported
+    clip_samples: int = 16      # samples at full scale that make a stem clipped
+    out: str = "data/audit"
+
+    def check(self, where: str) -> None:
+        _need(0 < float(self.near_threshold) <= 1, f"{where}.near_threshold", "must be in (0, 1]")
+        _need(float(self.max_shift_s) >= 0, f"{where}.max_shift_s", "must be >= 0 seconds")
+        _need(int(self.candidates) >= 1, f"{where}.candidates", "must be >= 1")
+        _need(int(self.clip_samples) >= 1, f"{where}.clip_samples", "must be >= 1")
