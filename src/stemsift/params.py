@@ -86,6 +86,20 @@ class IngestParams:
 
 
 @dataclass(frozen=True)
+class MoisesDBParams:
+    # label -> MoisesDB categories summed into it; every category not listed goes to `other`
+    mapping: dict = field(default_factory=lambda: {"vocals": ["vocals"], "bass": ["bass"], "drums": ["drums"]})
+    test_tracks: int = 0        # MoisesDB has no splits: tracks drawn (seeded) into test; ingest.reference_tracks likewise
+
+    def check(self, where: str) -> None:
+        from stemsift import LABELS
+
+        _need(isinstance(self.mapping, dict) and set(self.mapping) <= set(LABELS), f"{where}.mapping",
+              f"must map labels ({', '.join(LABELS)}) to lists of MoisesDB categories")
+        _need(int(self.test_tracks) >= 0, f"{where}.test_tracks", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str = "synthetic"
     seed: int = 0
@@ -96,6 +110,7 @@ class DataParams:
     out: str = "data/raw"
     synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"block": SyntheticParams})
     ingest: IngestParams = field(default_factory=IngestParams, metadata={"block": IngestParams})
+    moisesdb: MoisesDBParams = field(default_factory=MoisesDBParams, metadata={"block": MoisesDBParams})
 
     def check(self, where: str) -> None:
         _need(isinstance(self.sample_rate, int) and 4000 <= self.sample_rate <= 192000, f"{where}.sample_rate", "must be an integer in Hz (4000..192000)")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from stemsift import SPLITS
+from stemsift.data.moisesdb import ingest_moisesdb, is_moisesdb
 from stemsift.params import DataParams, stage_params
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir
 
@@ -59,6 +60,9 @@ def run(params: dict) -> StemSet:
         writer = StemSetWriter(tmp, p.sample_rate, p.channels, p.format, source="synthetic" if synthetic else p.source)
         if synthetic:
             render_synthetic(p, writer)
+        elif is_moisesdb(p.source):  # <track>/data.json + one folder per instrument category
+            ingest_moisesdb(p.source, writer, mapping=p.moisesdb.mapping, test_tracks=p.moisesdb.test_tracks,
+                            reference_tracks=p.ingest.reference_tracks, seed=p.seed)
         else:
             from stemsift.data.ingest import ingest
 
