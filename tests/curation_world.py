@@ -18,7 +18,7 @@ DEFECTIVE = "train-01"  # vocals and bass swapped (truth says label_noise)
 
 
 def build_world(root: Path, n_train: int = 8, n_ref: int = 2, n_test: int = 2, seconds: float = 2.0,
-                cleaner: str = "random", ratio: float = 0.5) -> dict:
+                cleaner: str = "random", ratio: float = 0.5, leak: bool = False) -> dict:
     """Write the stage outputs under ``root`` and return params (paths relative to ``root``: chdir there)."""
     w = StemSetWriter(root / "data/contaminated", SR, 1)
     truth = []
@@ -29,6 +29,8 @@ def build_world(root: Path, n_train: int = 8, n_ref: int = 2, n_test: int = 2, s
             if tid == DEFECTIVE:
                 s["vocals"], s["bass"] = s["bass"], s["vocals"]
             w.add_track(tid, split, s)
+            if leak and tid == "train-00":  # the same song again in test/: the audit must call it a leak
+                w.add_track("test-copy", "test", s)
             if split == "train":
                 truth += [(tid, lb, "label_noise" if tid == DEFECTIVE and lb in ("vocals", "bass") else "clean",
                            "swap" if tid == DEFECTIVE and lb in ("vocals", "bass") else "",

@@ -23,6 +23,7 @@ STAGES = {
     "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
     "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
     "audit": "duplicates and near duplicates across splits (leakage), bad mixtures, silent / clipped stems (params: audit) -> data/audit",
+    "listen": "static listening report of the lowest-scored songs, keyboard verdicts as CSV (params: listen) -> reports/listen/index.html",
     "report": "the baseline / cleaned / refined / oracle / reference comparison -> metrics/separation.json",
 }
 PER_SET = ("train", "evaluate")  # stages run once per training set (DVC foreach)

@@ -334,3 +334,16 @@ class AuditParams:
         _need(float(self.max_shift_s) >= 0, f"{where}.max_shift_s", "must be >= 0 seconds")
         _need(int(self.candidates) >= 1, f"{where}.candidates", "must be >= 1")
         _need(int(self.clip_samples) >= 1, f"{where}.clip_samples", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ListenParams:
+    cleaners: list = field(default_factory=list)  # cleaners reported besides score.cleaner (each in score.cleaners)
+    songs: int = 12             # lowest-scored songs per cleaner
+    excerpt_s: float = 6.0      # seconds per audio excerpt (the loudest part of the song)
+    out: str = "reports/listen"
+
+    def check(self, where: str) -> None:
+        _need(isinstance(self.cleaners, list), f"{where}.cleaners", "must be a list of cleaner names")
+        _need(int(self.songs) >= 1, f"{where}.songs", "must be >= 1")
+        _need(float(self.excerpt_s) > 0, f"{where}.excerpt_s", "must be > 0 seconds")
