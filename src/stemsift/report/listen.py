@@ -154,7 +154,7 @@ def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filt
                          "rank": int(stem_rank[(r.track_id, r.label)]), "song_score": float(r.song_score),
                          "song_rank": int(song_rank[r.track_id]), "decision": stem_dec.get((r.track_id, r.label), "drop"),
                          "song_decision": "keep" if r.track_id in kept else "drop",
-                         "truth": None if d is None else (d[0] if d[0] == "clean" else f"{d[0]}" + (f" ({d[1]})" if d[1] else "")),
+                         "truth": None if d is None else d[0] + (f" ({d[1]})" if d[1] and d[1] != d[0] else ""),
                          "true_instruments": None if d is None else d[2],
                          "audit": flags.get(r.track_id, [])})
         data["cleaners"][name] = {"rows": rows, "songs": len(song), "kept": len(kept), "cut": cut,
