@@ -70,7 +70,9 @@ def _export(args) -> None:
     from stemsift.export import export
     from stemsift.params import FilterParams, stage_params
 
-    params = load_params(args.params) if args.params else {}
+    from pathlib import Path
+
+    params = load_params(args.params) if Path(args.params).is_file() or not args.stems else {}
     src = args.stems or stage_params(params, "filter", FilterParams).out
     info = export(src, args.format, args.out, params)
     print(f"export: {info['train_songs']} training songs ({args.format}, {info['links']} hard links, "

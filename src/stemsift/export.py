@@ -134,7 +134,7 @@ def card_info(ss: StemSet, sel: pd.DataFrame, table: pd.DataFrame, fmt: str, par
     p = {k: v for k, v in (params or {}).items() if not k.startswith("_")}
     return {
         "format": fmt, "source": str(ss.tracks.source.iloc[0]) or "unknown", "stem_set": str(ss.root),
-        "cleaner": str(first.get("cleaner", "unknown")), "ratio": float(first.get("keep_ratio", 1.0)),
+        "cleaner": str(first.get("cleaner", "unknown")), "ratio": first.get("keep_ratio", "unknown"),
         "mode": str(first.get("mode", "")), "filter_config": str(first.get("config_hash", "")), "verdicts": vfile,
         "train_songs": int(table[table.split == "train"].track_id.nunique()),
         "train_songs_in_set": int(sel.track_id.nunique()),

@@ -19,7 +19,7 @@ VERDICTS = ("keep", "drop")
 COLUMNS = ("track", "stem", "verdict")
 TABLE = {"track_id": "string", "stem": "string", "verdict": "string", "score_decision": "string", "overrode": "bool",
          "file": "string"}
-ALIASES = {"track_id": "track", "label": "stem", "decision": "verdict"}  # column names we also accept
+ALIASES = {"track_id": "track", "label": "stem", "stem-or-song": "stem", "stem_or_song": "stem", "decision": "verdict"}  # column names we also accept
 
 
 class VerdictError(ValueError):

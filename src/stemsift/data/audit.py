@@ -88,17 +88,18 @@ def audit(ss: StemSet, cfg: AuditConfig = AuditConfig()) -> tuple[pd.DataFrame, 
     song_hash, stem_hash, fps, shapes = {}, {}, {}, {}
     for tid in ss.track_ids():
         stems = ss.load_track(tid)
+        hashes = {lb: content_hash(stems[lb]) for lb in LABELS}
         for lb in LABELS:
             x = stems[lb]
             rms = 10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20)
             if rms < SILENCE_DB:
                 rows.append(_rows("silent_stem", tid, lb, split[tid], value=rms))
             else:
-                stem_hash[(tid, lb)] = content_hash(x)
+                stem_hash[(tid, lb)] = hashes[lb]
             clipped = int(np.sum(np.abs(x) >= FULL_SCALE))
             if clipped >= cfg.clip_samples:
                 rows.append(_rows("clipped_stem", tid, lb, split[tid], value=clipped))
-        song_hash[tid] = hashlib.sha1("".join(content_hash(stems[lb]) for lb in LABELS).encode()).hexdigest()
+        song_hash[tid] = hashlib.sha1("".join(hashes[lb] for lb in LABELS).encode()).hexdigest()
         total = np.sum([stems[lb].astype(np.float64) for lb in LABELS], axis=0)
         mix = ss.load(tid, MIXTURE).astype(np.float64)
         if mix.shape != total.shape:

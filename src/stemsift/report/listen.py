@@ -144,6 +144,8 @@ def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filt
         cut = cut_line(song, kept)
         kept_by[name] = kept
         worst = song.rename("s").reset_index().sort_values(["s", "track_id"]).track_id.iloc[:songs].tolist()
+        low_stems = sc.sort_values(["score", "track_id", "label"]).track_id.iloc[:songs]  # per-stem worst too
+        worst += [t for t in dict.fromkeys(low_stems) if t not in worst]
         shown += [t for t in worst if t not in shown]
         song_rank = song.rank(method="first").astype(int)
         stem_rank = sc.set_index(["track_id", "label"]).score.rank(method="first").astype(int)
