@@ -108,3 +108,15 @@ def test_stage_writes_catalogue_table_and_metrics(world, tmp_path, monkeypatch):
     db = build_catalogue(tmp_path / "c.duckdb", {"raw": world.root}, {"audit": ["data/audit/audit.parquet"]})
     leaks = query(db, "SELECT track_id, other_track_id FROM audit WHERE leak ORDER BY 1")
     assert leaks.values.tolist() == [["train-0", "test-copy"], ["train-1", "test-near"]]
+
+
+def test_prepare_warns_when_the_same_song_is_in_train_and_test(input_folder, tmp_path):
+    import shutil
+
+    from stemsift.stages import prepare
+
+    shutil.copytree(input_folder / "train" / "Artist 0 - Song", input_folder / "test" / "Artist 0 - Song (copy)")
+    params = {"data": {"source": str(input_folder), "sample_rate": SR, "channels": 2, "out": str(tmp_path / "raw"),
+                       "ingest": {"reference_tracks": 1}}}
+    with pytest.warns(UserWarning, match=r"identical songs test/artist_0_song_copy, train/artist_0_song \(across splits: leakage\)"):
+        prepare.run(params)
