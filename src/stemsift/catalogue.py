@@ -132,6 +132,12 @@ EXAMPLE_QUERIES: dict[str, str] = {
         GROUP BY a.track_id, a.reference_id, d.defect
         QUALIFY row_number() OVER (PARTITION BY a.track_id ORDER BY avg(a.delta) DESC) = 1
         ORDER BY delta_mean_over_targets LIMIT 20""",
+    "audit findings: leakage across splits first": """
+        SELECT kind, split, track_id, coalesce(label, '') AS label, other_split, other_track_id, round(value, 3) AS value
+        FROM audit ORDER BY leak DESC, kind, track_id""",
+    "human verdicts that overrode the scores": """
+        SELECT v.track_id, v.stem, v.verdict, v.score_decision, coalesce(d.defect, 'unknown') AS defect
+        FROM verdicts v LEFT JOIN song_defects d USING (track_id) WHERE v.overrode ORDER BY v.track_id, v.stem""",
 }
 
 
