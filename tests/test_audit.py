@@ -10,7 +10,7 @@ import pytest
 
 from stemsift import LABELS, MIXTURE
 from stemsift.audio import write_audio
-from stemsift.data.audit import AuditConfig, audit, content_hash, fingerprint, lagged_similarity
+from stemsift.data.audit import audit, content_hash, fingerprint, lagged_similarity
 from stemsift.stages import audit as audit_stage
 from stemsift.stemset import StemSet, StemSetWriter
 
