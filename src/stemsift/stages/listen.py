@@ -16,6 +16,17 @@ SELECTION = "selections.parquet"  # written by the filter stage into filter.out
 AUDIT = "audit.parquet"           # written by the audit stage into audit.out
 
 
+def kept_share(selection: pd.DataFrame | None, ratio, where: Path) -> float:
+    """The share of training songs the filter actually kept (fixed or automatic ratio, verdicts included): other
+    cleaners are shown at the same share."""
+    if selection is not None:
+        return selection[selection.keep].track_id.nunique() / max(selection.track_id.nunique(), 1)
+    try:
+        return float(ratio)
+    except (TypeError, ValueError):
+        raise FileNotFoundError(f"{where}: missing — run the filter stage first (filter.ratio={ratio!r})") from None
+
+
 def run(params: dict) -> dict:
     c = stage_params(params, "contaminate", ContaminateParams)
     s = stage_params(params, "score", ScoreParams)
@@ -35,7 +46,7 @@ def run(params: dict) -> dict:
     selection = pd.read_parquet(sel_path) if sel_path.is_file() and s.cleaner != "none" else None
     truth = pd.read_parquet(Path(c.out) / TRUTH) if (Path(c.out) / TRUTH).is_file() else None
     audit = pd.read_parquet(Path(a.out) / AUDIT) if (Path(a.out) / AUDIT).is_file() else None
-    ratio = float(selection.keep_ratio.iloc[0]) if selection is not None and "keep_ratio" in selection else float(f.ratio)
+    ratio = kept_share(selection, f.ratio, sel_path)
     info = build(StemSet(c.out), scores, lp.out, filter_cleaner=s.cleaner if s.cleaner != "none" else None,
                  selection=selection, ratio=ratio, mode=f.mode, truth=truth, audit=audit, songs=int(lp.songs),
                  excerpt_s=float(lp.excerpt_s))
