@@ -3,16 +3,26 @@ VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stemsift-installed
+NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-fast bench smoke sweep exps exps-refine clean-data
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE)
+
+# playwright-core, pinned by package-lock.json, into ./node_modules (git-ignored); no browser download.
+$(NODE): package.json package-lock.json $(STAMP)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE)
 
 # ffmpeg: stempeg reads .stem.mp4 through it, and `import museval` needs ffmpeg/ffprobe on PATH.
+# chromium + node/npm: the listening report's tests drive Debian's chromium with playwright-core (npm, into
+# ./node_modules; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: no browser build is downloaded).
 $(STAMP): pyproject.toml requirements.txt
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null)
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v chromium >/dev/null && \
+	  command -v node >/dev/null && command -v npm >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    ffmpeg chromium fonts-dejavu-core $$(command -v npm >/dev/null || echo nodejs npm) >/dev/null)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -e '.[test]'
@@ -68,4 +78,4 @@ bench: setup
 	$(BIN)/python bench/bench_mixit.py
 
 clean-data:
-	rm -rf data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/refined data/runs data/catalogue.duckdb models .stemsift-cache
+	rm -rf data/audit reports/listen data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/refined data/runs data/catalogue.duckdb models .stemsift-cache

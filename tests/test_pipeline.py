@@ -40,7 +40,7 @@ def _sh(cmd, cwd):
 def make_copy(dst: Path) -> Path:
     """A fresh git+DVC repo with this repo's pipeline, code and params (tiny data)."""
     dst.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "src", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", "src", ".gitignore", "verdicts"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, dst / name)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["data"].update({k: v for k, v in TINY.items() if k != "synthetic"})

@@ -34,6 +34,12 @@ SCHEMA: dict[str, str] = {
     # train_set: baseline | cleaned | oracle | reference; role: target | interferer (see separate/selection.py)
     "selections": "train_set VARCHAR, cleaner VARCHAR, config_hash VARCHAR, keep_ratio DOUBLE, mode VARCHAR, "
                   "track_id VARCHAR, label VARCHAR, target VARCHAR, role VARCHAR, keep BOOLEAN",
+    # human verdicts the filter applied (filter.verdicts); score_decision: what the scores alone decided
+    "verdicts": "cleaner VARCHAR, config_hash VARCHAR, file VARCHAR, track_id VARCHAR, stem VARCHAR, verdict VARCHAR, "
+                "score_decision VARCHAR, overrode BOOLEAN",
+    # stage audit: duplicates / near duplicates (other_track_id; leak = across splits), bad mixtures, silent, clipped
+    "audit": "stemset VARCHAR, kind VARCHAR, track_id VARCHAR, label VARCHAR, split VARCHAR, other_track_id VARCHAR, "
+             "other_split VARCHAR, leak BOOLEAN, value DOUBLE",
     "runs": "run_name VARCHAR, train_set VARCHAR, mlflow_run_id VARCHAR, stemset_hash VARCHAR, params_hash VARCHAR, "
             "method VARCHAR, seed INTEGER, " + ", ".join(f"sdr_{c} DOUBLE" for c in LABELS) + ", sdr_avg DOUBLE, "
             "sdr_utt_avg DOUBLE, train_seconds DOUBLE, created TIMESTAMP",
@@ -126,6 +132,12 @@ EXAMPLE_QUERIES: dict[str, str] = {
         GROUP BY a.track_id, a.reference_id, d.defect
         QUALIFY row_number() OVER (PARTITION BY a.track_id ORDER BY avg(a.delta) DESC) = 1
         ORDER BY delta_mean_over_targets LIMIT 20""",
+    "audit findings: leakage across splits first": """
+        SELECT kind, split, track_id, coalesce(label, '') AS label, other_split, other_track_id, round(value, 3) AS value
+        FROM audit ORDER BY leak DESC, kind, track_id""",
+    "human verdicts that overrode the scores": """
+        SELECT v.track_id, v.stem, v.verdict, v.score_decision, coalesce(d.defect, 'unknown') AS defect
+        FROM verdicts v LEFT JOIN song_defects d USING (track_id) WHERE v.overrode ORDER BY v.track_id, v.stem""",
 }
 
 

@@ -22,6 +22,8 @@ STAGES = {
     "filter": "the cleaned set: score.cleaner's scores at filter.ratio -> the filtered stem set data/filtered",
     "train": "train one Open-Unmix separator per seed on a training set, one MLflow run each (params: train)",
     "evaluate": "separate the clean test songs, museval v4 SDR per target (params: evaluate)",
+    "audit": "duplicates and near duplicates across splits (leakage), bad mixtures, silent / clipped stems (params: audit) -> data/audit",
+    "listen": "static listening report of the lowest-scored songs, keyboard verdicts as CSV (params: listen) -> reports/listen/index.html",
     "report": "the baseline / cleaned / refined / oracle / reference comparison -> metrics/separation.json",
 }
 PER_SET = ("train", "evaluate")  # stages run once per training set (DVC foreach)
@@ -64,6 +66,19 @@ def _query(args) -> None:
             print(df.head(args.rows).to_string(index=False) + more, end="\n\n")
 
 
+def _export(args) -> None:
+    from stemsift.export import export
+    from stemsift.params import FilterParams, stage_params
+
+    from pathlib import Path
+
+    params = load_params(args.params) if Path(args.params).is_file() or not args.stems else {}
+    src = args.stems or stage_params(params, "filter", FilterParams).out
+    info = export(src, args.format, args.out, params)
+    print(f"export: {info['train_songs']} training songs ({args.format}, {info['links']} hard links, "
+          f"{info['copies']} copies) -> {args.out} (card: {args.out}/README.md)")
+
+
 def _sweep(args) -> None:
     from stemsift import sweep
 
@@ -85,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("root", help="stem-set folder holding manifest.parquet")
     sp.add_argument("--quick", action="store_true", help="manifest checks only, no decoding")
     sp.set_defaults(func=_validate)
+    sp = sub.add_parser("export", help="write the cleaned set for a trainer (MSST dataset types 1-3, or a CSV) with a dataset card")
+    sp.add_argument("--format", required=True, choices=("msst-type1", "msst-type2", "msst-type3", "csv"))
+    sp.add_argument("out", help="output folder (replaced if it is an earlier export)")
+    sp.add_argument("--stems", help="filtered stem set (default: filter.out of the params file)")
+    sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sp.set_defaults(func=_export)
     sp = sub.add_parser("sweep", help="collect a cleaner x keep-ratio sweep from `dvc exp show` into metrics/sweep*.csv")
     sp.set_defaults(func=_sweep)
     sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")

@@ -86,6 +86,20 @@ class IngestParams:
 
 
 @dataclass(frozen=True)
+class MoisesDBParams:
+    # label -> MoisesDB categories summed into it; every category not listed goes to `other`
+    mapping: dict = field(default_factory=lambda: {"vocals": ["vocals"], "bass": ["bass"], "drums": ["drums"]})
+    test_tracks: int = 0        # MoisesDB has no splits: tracks drawn (seeded) into test; ingest.reference_tracks likewise
+
+    def check(self, where: str) -> None:
+        from stemsift import LABELS
+
+        _need(isinstance(self.mapping, dict) and set(self.mapping) <= set(LABELS), f"{where}.mapping",
+              f"must map labels ({', '.join(LABELS)}) to lists of MoisesDB categories")
+        _need(int(self.test_tracks) >= 0, f"{where}.test_tracks", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str = "synthetic"
     seed: int = 0
@@ -96,6 +110,7 @@ class DataParams:
     out: str = "data/raw"
     synthetic: SyntheticParams = field(default_factory=SyntheticParams, metadata={"block": SyntheticParams})
     ingest: IngestParams = field(default_factory=IngestParams, metadata={"block": IngestParams})
+    moisesdb: MoisesDBParams = field(default_factory=MoisesDBParams, metadata={"block": MoisesDBParams})
 
     def check(self, where: str) -> None:
         _need(isinstance(self.sample_rate, int) and 4000 <= self.sample_rate <= 192000, f"{where}.sample_rate", "must be an integer in Hz (4000..192000)")
@@ -201,6 +216,7 @@ class FilterParams:
     ratio: float = 0.75         # keep ratio r: share of training songs kept (per target model in per_target mode)
     mode: str = "unified"       # unified | per_target (Blind'25 section 2.1)
     out: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
+    verdicts: str | None = None  # CSV of human verdicts (track,stem,verdict) that overrule the scores
 
     def check(self, where: str) -> None:
         _need(0 < float(self.ratio) <= 1, f"{where}.ratio", "must be in (0, 1]")
@@ -301,3 +317,33 @@ class RefineParams:
         for key in ("include_prob", "effects_prob"):
             _need(0 <= float(getattr(self, key)) <= 1, f"{where}.{key}", "must be in [0, 1]")
         _need(self.device in ("auto", "cpu", "cuda"), f"{where}.device", "must be auto, cpu or cuda")
+
+
+@dataclass(frozen=True)
+class AuditParams:
+    stemset: str | None = None  # the stem set audited; null = data.out (the ingested set)
+    near_threshold: float = 0.9  # fingerprint correlation at the best lag that makes a near duplicate
+    max_shift_s: float = 1.0    # time shifts searched
+    candidates: int = 5         # near-duplicate candidates per song (global fingerprint), each then verified
+    mixture_tol_db: float = -30.0  # residual of mixture - sum of stems (dB re mixture) above this is reported
+    clip_samples: int = 16      # samples at full scale that make a stem clipped
+    out: str = "data/audit"
+
+    def check(self, where: str) -> None:
+        _need(0 < float(self.near_threshold) <= 1, f"{where}.near_threshold", "must be in (0, 1]")
+        _need(float(self.max_shift_s) >= 0, f"{where}.max_shift_s", "must be >= 0 seconds")
+        _need(int(self.candidates) >= 1, f"{where}.candidates", "must be >= 1")
+        _need(int(self.clip_samples) >= 1, f"{where}.clip_samples", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ListenParams:
+    cleaners: list = field(default_factory=list)  # cleaners reported besides score.cleaner (each in score.cleaners)
+    songs: int = 12             # lowest-scored songs per cleaner
+    excerpt_s: float = 6.0      # seconds per audio excerpt (the loudest part of the song)
+    out: str = "reports/listen"
+
+    def check(self, where: str) -> None:
+        _need(isinstance(self.cleaners, list), f"{where}.cleaners", "must be a list of cleaner names")
+        _need(int(self.songs) >= 1, f"{where}.songs", "must be >= 1")
+        _need(float(self.excerpt_s) > 0, f"{where}.excerpt_s", "must be > 0 seconds")

@@ -8,7 +8,8 @@ from stemsift.params import CatalogueParams, ContaminateParams, DataParams, stag
 
 # Later stages drop their parquet here (one file per config); the catalogue picks them up.
 EXTRA_TABLES = {"scores": ["data/scores"], "attribution": ["data/scores"], "selections": ["data/selections", "data/filtered", "data/refined"],
-                "refined_labels": ["data/refined"], "labels": ["data/refined"], "runs": ["data/runs"]}
+                "refined_labels": ["data/refined"], "labels": ["data/refined"], "runs": ["data/runs"],
+                "verdicts": ["data/filtered"], "audit": ["data/audit"]}
 
 
 def run(params: dict) -> Path:

@@ -13,6 +13,7 @@ from stemsift import SPLITS
 from stemsift.catalogue import TRUTH
 from stemsift.clean.metrics import song_truth
 from stemsift.clean.select import filtered_selection
+from stemsift.clean.verdicts import verdict_metrics, with_verdicts
 from stemsift.params import ContaminateParams, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
 from stemsift.separate.selection import summary, typed
 from stemsift.stages.select import catalogue_rows
@@ -20,6 +21,7 @@ from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
 
 METRICS = Path("metrics/filter.json")
 SELECTION = "selections.parquet"
+VERDICTS = "verdicts.parquet"  # catalogue table `verdicts`: the human verdicts applied (empty without a file)
 
 
 def load_scores(folder: str | Path, cleaner: str) -> pd.DataFrame:
@@ -35,7 +37,7 @@ def cleaned_selection(baseline: pd.DataFrame, scores: pd.DataFrame | None, f: Fi
     return filtered_selection(baseline, scores, float(f.ratio), f.mode), f"kept ratio {f.ratio} ({f.mode})"
 
 
-def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path) -> StemSet:
+def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path, verdicts: pd.DataFrame | None = None) -> StemSet:
     """Every non-train song plus each train song some target model keeps, hard-linked (MUSDB18-HQ layout),
     and the selection (rows of dropped songs included, unkept: what the cleaner decided about every song)."""
     kept = set(sel[sel.keep].track_id)
@@ -47,6 +49,8 @@ def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path) -> StemSet:
                     w.copy_track(ss, tid, link=True)
         w.close()
         sel.to_parquet(tmp / SELECTION, index=False)
+        if verdicts is not None:
+            verdicts.to_parquet(tmp / VERDICTS, index=False)
     return StemSet(out)
 
 
@@ -76,12 +80,15 @@ def run(params: dict) -> pd.DataFrame:
     baseline = typed(pd.read_parquet(Path(sp.out) / "baseline.parquet"))
     scores = None if s.cleaner == "none" else load_scores(s.out, s.cleaner)
     sel, note = cleaned_selection(baseline, scores, f)
-    config = params_hash({"cleaner": s.cleaner, **params.get("filter", {})})
-    filtered = write_filtered(ss, catalogue_rows(sel, "cleaned", s.cleaner, config, f.ratio, f.mode), f.out)
+    sel, verdicts, vnote = with_verdicts(sel, baseline, f.verdicts)  # human verdicts overrule the scores
+    block = {k: v for k, v in (params.get("filter") or {}).items() if not (k == "verdicts" and v is None)}
+    config = params_hash({"cleaner": s.cleaner, **block})  # an unset verdicts key leaves the config hash as it was
+    filtered = write_filtered(ss, catalogue_rows(sel, "cleaned", s.cleaner, config, f.ratio, f.mode), f.out,
+                              verdicts.assign(cleaner=s.cleaner, config_hash=config))
     metrics = {"cleaner": s.cleaner, "ratio": f.ratio, "mode": f.mode, "baseline_songs": summary(baseline)["songs"],
-               "cleaned_songs": summary(sel)["songs"], **selection_quality(sel, truth)}
+               "cleaned_songs": summary(sel)["songs"], **selection_quality(sel, truth), **verdict_metrics(verdicts, f.verdicts)}
     with atomic_file(METRICS) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"filter: {note}: {metrics['cleaned_songs']} of {metrics['baseline_songs']} training songs kept; "
+    print(f"filter: {note}{vnote}: {metrics['cleaned_songs']} of {metrics['baseline_songs']} training songs kept; "
           f"filtered stem set: {len(filtered.tracks)} tracks -> {f.out}")
     return sel

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from stemsift import SPLITS
+from stemsift.data.moisesdb import ingest_moisesdb, is_moisesdb
 from stemsift.params import DataParams, stage_params
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir
 
@@ -52,6 +54,16 @@ def render_synthetic(p: DataParams, writer: StemSetWriter) -> None:
             writer.merge(_render_and_write(job))
 
 
+def warn_identical(ss: StemSet) -> None:
+    """Byte-identical mixtures (the same song twice, e.g. in train/ and test/) are warned at once; `stemsift audit`
+    finds near duplicates and the rest."""
+    dup = ss.tracks[ss.tracks.sha1.duplicated(keep=False)].sort_values(["sha1", "split", "track_id"])
+    for _, g in dup.groupby("sha1"):
+        names = ", ".join(f"{r.split}/{r.track_id}" for r in g.itertuples())
+        warnings.warn(f"{ss.root}: identical songs {names}" + (" (across splits: leakage)" if g.split.nunique() > 1 else "")
+                      + "; run `stemsift audit`")
+
+
 def run(params: dict) -> StemSet:
     p = stage_params(params, "data", DataParams)
     synthetic = p.source == "synthetic"
@@ -59,6 +71,9 @@ def run(params: dict) -> StemSet:
         writer = StemSetWriter(tmp, p.sample_rate, p.channels, p.format, source="synthetic" if synthetic else p.source)
         if synthetic:
             render_synthetic(p, writer)
+        elif is_moisesdb(p.source):  # <track>/data.json + one folder per instrument category
+            ingest_moisesdb(p.source, writer, mapping=p.moisesdb.mapping, test_tracks=p.moisesdb.test_tracks,
+                            reference_tracks=p.ingest.reference_tracks, seed=p.seed)
         else:
             from stemsift.data.ingest import ingest
 
@@ -66,6 +81,7 @@ def run(params: dict) -> StemSet:
                    reference_from=p.ingest.reference_from, seed=p.seed)
         writer.close()
     ss = StemSet(p.out)
+    warn_identical(ss)
     counts = ss.tracks.split.value_counts().to_dict()
     print(f"prepare: {len(ss.tracks)} tracks ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}) -> {p.out}")
     return ss

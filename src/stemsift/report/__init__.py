@@ -1,0 +1,1 @@
+"""Static reports (the listening report)."""
