@@ -177,7 +177,7 @@ def test_filtered_stem_set_is_hard_linked_musdb_layout(world, tmp_path):
 
 def test_cleaned_selection_without_a_cleaner_keeps_everything():
     base = given_selection(_scores(4)[["track_id", "label"]].assign(split="train"))
-    sel, note = cleaned_selection(base, None, FilterParams())
+    sel, note, _ = cleaned_selection(base, None, FilterParams())
     assert sel.equals(base) and "keeps every stem" in note
-    sel, note = cleaned_selection(base, _scores(4), FilterParams(ratio=0.5))
+    sel, note, _ = cleaned_selection(base, _scores(4), FilterParams(ratio=0.5))
     assert sel[sel.keep].track_id.nunique() == 2 and "0.5" in note

@@ -212,14 +212,34 @@ class SelectParams:
 
 
 @dataclass(frozen=True)
+class AutoRatioParams:
+    method: str = "gmm"         # gmm (DivideMix) | beta (Arazo et al. 2019) | cleanlab (label-based cleaners only)
+    min_songs: int = 10         # fewer songs: keep all (a mixture cannot be fitted)
+    min_separation: float = 2.0  # Ashman's D of the two components below this: unimodal, keep all
+
+    def check(self, where: str) -> None:
+        from stemsift.clean.ratio import METHODS
+
+        _need(self.method in METHODS, f"{where}.method", f"must be one of {', '.join(METHODS)}")
+        _need(isinstance(self.min_songs, int) and self.min_songs >= 2, f"{where}.min_songs", "must be an integer >= 2")
+        _need(float(self.min_separation) >= 0, f"{where}.min_separation", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class FilterParams:
-    ratio: float = 0.75         # keep ratio r: share of training songs kept (per target model in per_target mode)
+    ratio: float | str = 0.75   # keep ratio r in (0, 1], or auto: estimated from the song scores (filter.auto)
     mode: str = "unified"       # unified | per_target (Blind'25 section 2.1)
     out: str = "data/filtered"  # the filtered stem set, MUSDB18-HQ layout, hard links into the contaminated set
     verdicts: str | None = None  # CSV of human verdicts (track,stem,verdict) that overrule the scores
+    auto: AutoRatioParams = field(default_factory=AutoRatioParams, metadata={"block": AutoRatioParams})
 
     def check(self, where: str) -> None:
-        _need(0 < float(self.ratio) <= 1, f"{where}.ratio", "must be in (0, 1]")
+        if self.ratio != "auto":
+            try:
+                ok = 0 < float(self.ratio) <= 1
+            except (TypeError, ValueError):
+                ok = False
+            _need(ok, f"{where}.ratio", f"must be in (0, 1] or auto, got {self.ratio!r}")
         _need(self.mode in ("unified", "per_target"), f"{where}.mode", "must be unified or per_target")
 
 

@@ -12,9 +12,10 @@ import pandas as pd
 from stemsift import SPLITS
 from stemsift.catalogue import TRUTH
 from stemsift.clean.metrics import song_truth
+from stemsift.clean.ratio import auto_keep
 from stemsift.clean.select import filtered_selection
 from stemsift.clean.verdicts import verdict_metrics, with_verdicts
-from stemsift.params import ContaminateParams, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
+from stemsift.params import ContaminateParams, ParamsError, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
 from stemsift.separate.selection import summary, typed
 from stemsift.stages.select import catalogue_rows
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
@@ -31,10 +32,26 @@ def load_scores(folder: str | Path, cleaner: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def cleaned_selection(baseline: pd.DataFrame, scores: pd.DataFrame | None, f: FilterParams) -> tuple[pd.DataFrame, str]:
+def resolve_ratio(scores: pd.DataFrame, f: FilterParams, seed: int = 0) -> tuple[float, dict]:
+    """The keep ratio: filter.ratio, or with `auto` the share of songs the mixture estimator judges clean."""
+    if f.ratio != "auto":
+        return float(f.ratio), {}
+    a = auto_keep(scores.groupby("track_id").song_score.first(), f.auto.method, seed, f.auto.min_songs,
+                  f.auto.min_separation, stems=scores)
+    if a.warning:
+        print(f"filter: warning: filter.ratio=auto ({a.method}): {a.warning}")
+    return a.ratio, a.metrics()
+
+
+def cleaned_selection(baseline: pd.DataFrame, scores: pd.DataFrame | None, f: FilterParams,
+                      seed: int = 0) -> tuple[pd.DataFrame, str, dict]:
+    """The cleaned selection, a note for the log, and the automatic ratio's metrics (empty for a fixed r)."""
     if scores is None:
-        return baseline.copy(), "no cleaner configured (score.cleaner=none): the cleaned set keeps every stem"
-    return filtered_selection(baseline, scores, float(f.ratio), f.mode), f"kept ratio {f.ratio} ({f.mode})"
+        return baseline.copy(), "no cleaner configured (score.cleaner=none): the cleaned set keeps every stem", {}
+    ratio, auto = resolve_ratio(scores, f, seed)
+    # the top-r songs by score (monotone, unlike a posterior of unequal-variance components far in the tail)
+    note = f"kept ratio {ratio:.4g} ({f.mode}{', auto: ' + auto['auto_method'] if auto else ''})"
+    return filtered_selection(baseline, scores, ratio, f.mode), note, auto
 
 
 def write_filtered(ss: StemSet, sel: pd.DataFrame, out: str | Path, verdicts: pd.DataFrame | None = None) -> StemSet:
@@ -79,13 +96,16 @@ def run(params: dict) -> pd.DataFrame:
     truth = pd.read_parquet(Path(c.out) / TRUTH) if (Path(c.out) / TRUTH).is_file() else None
     baseline = typed(pd.read_parquet(Path(sp.out) / "baseline.parquet"))
     scores = None if s.cleaner == "none" else load_scores(s.out, s.cleaner)
-    sel, note = cleaned_selection(baseline, scores, f)
+    try:
+        sel, note, auto = cleaned_selection(baseline, scores, f, s.seed)
+    except ValueError as e:  # e.g. cleanlab asked of a cleaner without class probabilities
+        raise ParamsError(f"{params.get('_path', 'params.yaml')}: {e}") from None
     sel, verdicts, vnote = with_verdicts(sel, baseline, f.verdicts)  # human verdicts overrule the scores
     block = {k: v for k, v in (params.get("filter") or {}).items() if not (k == "verdicts" and v is None)}
     config = params_hash({"cleaner": s.cleaner, **block})  # an unset verdicts key leaves the config hash as it was
-    filtered = write_filtered(ss, catalogue_rows(sel, "cleaned", s.cleaner, config, f.ratio, f.mode), f.out,
+    filtered = write_filtered(ss, catalogue_rows(sel, "cleaned", s.cleaner, config, auto.get("ratio_auto", f.ratio), f.mode), f.out,
                               verdicts.assign(cleaner=s.cleaner, config_hash=config))
-    metrics = {"cleaner": s.cleaner, "ratio": f.ratio, "mode": f.mode, "baseline_songs": summary(baseline)["songs"],
+    metrics = {"cleaner": s.cleaner, "ratio": auto.get("ratio_auto", f.ratio), "mode": f.mode, **auto, "baseline_songs": summary(baseline)["songs"],
                "cleaned_songs": summary(sel)["songs"], **selection_quality(sel, truth), **verdict_metrics(verdicts, f.verdicts)}
     with atomic_file(METRICS) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
