@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep exps exps-refine clean-data
+.PHONY: setup demo test test-fast bench smoke sweep detect exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -57,6 +57,16 @@ sweep: setup
 	$(MAKE) exps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift sweep
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc plots show -o metrics/sweep/plots
+
+# Every cleaner's detection on the other contamination presets: one DVC experiment each, run up to the score
+# stage only (no separator beyond the baseline), then metrics/detection/<preset>.json (mixed is the workspace's).
+DETECT_PRESETS ?= effects
+detect: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+detect: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
+detect: setup
+	@for p in $(DETECT_PRESETS); do \
+	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --temp -f -n detect-$$p -S contaminate.preset=$$p $(DETECT_ARGS) score || exit 1; done
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift detection
 
 # A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$

@@ -79,6 +79,12 @@ def _export(args) -> None:
           f"{info['copies']} copies) -> {args.out} (card: {args.out}/README.md)")
 
 
+def _detection(args) -> None:
+    from stemsift import sweep
+
+    sweep.detection()
+
+
 def _sweep(args) -> None:
     from stemsift import sweep
 
@@ -106,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stems", help="filtered stem set (default: filter.out of the params file)")
     sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     sp.set_defaults(func=_export)
+    sp = sub.add_parser("detection", help="every cleaner's detection per contamination preset (`make detect`) -> metrics/detection/<preset>.json")
+    sp.set_defaults(func=_detection)
     sp = sub.add_parser("sweep", help="collect a cleaner x keep-ratio sweep from `dvc exp show` into metrics/sweep*.csv")
     sp.set_defaults(func=_sweep)
     sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")

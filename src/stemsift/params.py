@@ -121,7 +121,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class ContaminateParams:
-    preset: str = "mixed"  # mixed | effects | none
+    preset: str = "mixed"  # mixed | mixed25 | effects | none
     seed: int = 0
     out: str = "data/contaminated"
     label_noise: dict = field(default_factory=dict)

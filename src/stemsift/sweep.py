@@ -35,7 +35,8 @@ def row(name: str, data: dict) -> dict | None:
     if not sep or not cleaner:
         return None
     d = det.get(cleaner, {})
-    variant = (params.get(cleaner) or {}).get("mode") if isinstance(params.get(cleaner), dict) else None
+    block = (params.get("cleaners") or {}).get(cleaner)
+    variant = block.get("mode") if isinstance(block, dict) else None
     return {"experiment": name, "cleaner": cleaner, "variant": variant, "ratio": params.get("filter", {}).get("ratio"),
             "mode": params.get("filter", {}).get("mode"), "seeds": len(params.get("train", {}).get("seeds", [])),
             "song_auc": d.get("song_auc", {}).get("all"),
@@ -51,10 +52,36 @@ def collect(exp_show: list) -> pd.DataFrame:
     return table.sort_values(["cleaner", "variant", "mode", "ratio"], na_position="first").reset_index(drop=True)
 
 
+def _exp_show() -> list:
+    out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+DETECTION = Path("metrics/detection")
+
+
+def detection(exp_show: list | None = None, out: Path = DETECTION) -> dict[str, dict]:
+    """The newest finished experiment's metrics/cleaning.json per contamination preset -> out/<preset>.json:
+    every cleaner's detection on every preset `make detect` ran (`dvc exp show` has the same columns)."""
+    found: dict[str, dict] = {}
+    for name, data in _entries(exp_show if exp_show is not None else _exp_show()):
+        preset = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("contaminate", {}).get("preset")
+        cleaning = data.get("metrics", {}).get("metrics/cleaning.json", {}).get("data")
+        if preset and cleaning and preset not in found:
+            found[preset] = {"experiment": name, "preset": preset, "cleaners": cleaning}
+    if not found:
+        raise ValueError("no finished experiment with metrics/cleaning.json (run `make detect` first)")
+    out.mkdir(parents=True, exist_ok=True)
+    for preset, d in found.items():
+        (out / f"{preset}.json").write_text(json.dumps(d, indent=2) + "\n")
+        aucs = {c: (m.get("song_auc") or {}).get("all") for c, m in d["cleaners"].items()}
+        print(f"{preset:8s} ({d['experiment']}): " + ", ".join(f"{c} {a:.3f}" for c, a in aucs.items() if a is not None))
+    return found
+
+
 def run(exp_show: list | None = None) -> pd.DataFrame:
     if exp_show is None:
-        out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True, check=True)
-        exp_show = json.loads(out.stdout)
+        exp_show = _exp_show()
     table = collect(exp_show)
     if table.empty:
         raise ValueError("no finished experiment with metrics/separation.json and score.cleaner (run a sweep first)")

@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 PRESETS: dict[str, str] = {
     "mixed": "1/2 clean, 1/4 label_noise (swap/merge split evenly), 1/4 bleeding (the paper's Mixed23 100/50/50)",
     "effects": "1/2 clean, 1/2 effects split evenly into distortion / reverb / lowpass (EffectsDB)",
+    "mixed25": "3/4 clean, 1/8 label_noise (swap/merge split evenly), 1/8 bleeding (mixed at a quarter defective)",
     "none": "all songs clean",
 }
 
@@ -91,6 +92,7 @@ def plan_defects(track_ids: list[str], preset: str, seed: int) -> list[SongPlan]
     """Assign a defect (and kind) to every song; result in the order of ``track_ids``.
 
     mixed: n_clean = n - 2*(n//4), label_noise = bleeding = n//4 (label_noise split evenly into swap/merge);
+    mixed25: the same with n//8 each (a quarter of the songs defective);
     effects: n_clean = n - n//2, n//2 effects split evenly into distortion/reverb/lowpass; none: all clean.
     Which songs get what is shuffled by ``seed``.
     """
@@ -102,8 +104,8 @@ def plan_defects(track_ids: list[str], preset: str, seed: int) -> list[SongPlan]
         raise ValueError(f"duplicate track ids in plan: {', '.join(dup)}")
     n = len(track_ids)
     rng = np.random.default_rng(seed)
-    if preset == "mixed":
-        q = n // 4
+    if preset in ("mixed", "mixed25"):
+        q = n // 4 if preset == "mixed" else n // 8
         slots = ([("clean", "")] * (n - 2 * q)
                  + [("label_noise", k) for k in _split_evenly(LABEL_NOISE_KINDS, q, rng)]
                  + [("bleeding", "bleeding")] * q)
