@@ -14,8 +14,7 @@ from stemsift.catalogue import TRUTH
 from stemsift.clean.metrics import song_truth
 from stemsift.clean.select import filtered_selection
 from stemsift.params import ContaminateParams, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
-from stemsift.separate.selection import summary, typed
-from stemsift.stages.select import catalogue_rows
+from stemsift.separate.selection import catalogue_rows, summary, typed
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
 
 METRICS = Path("metrics/filter.json")
