@@ -172,8 +172,11 @@ def song_losses(model, spec, mix: torch.Tensor, target: torch.Tensor, batch: int
 def song_gradient(model, spec, mix: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
     """dL_t(x)/dtheta for one song (plain autograd; the parameters' .grad is left untouched)."""
     p = next(model.parameters())
-    loss = song_loss(model, spec, mix.to(p.device, p.dtype), target.to(p.device, p.dtype))
-    return list(torch.autograd.grad(loss, _params(model)))
+    # cuDNN's LSTM has no backward in eval mode (no dropout, fixed statistics: what attribution needs); the
+    # native kernel has
+    with torch.backends.cudnn.flags(enabled=not p.is_cuda):
+        loss = song_loss(model, spec, mix.to(p.device, p.dtype), target.to(p.device, p.dtype))
+        return list(torch.autograd.grad(loss, _params(model)))
 
 
 def fisher_diagonal(model, spec, songs: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -94,7 +94,7 @@ def run(params: dict, set_name: str) -> dict:
                         mtc = replace(tc, steps_per_epoch=tc.steps_per_epoch * len(LABELS))
                         res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, mtc,
                                           mixit_config(t.mixit), seed, device,
-                                          classifier=probability_fn(clsmodel.load(psi), cfg.sample_rate) if psi else None)
+                                          classifier=probability_fn(clsmodel.load(psi, str(device)), cfg.sample_rate) if psi else None)
                         save_mixit(res.model, cfg, t.mixit.outputs, folder, {
                             "seed": seed, "best_epoch": {"mixit": res.best_epoch}, "best_valid": {"mixit": res.best_valid},
                             "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
