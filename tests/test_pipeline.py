@@ -58,6 +58,26 @@ def out_hashes(repo: Path) -> dict:
     return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
 
 
+def assert_shared_stores_intact(repo: Path, min_experiments: int) -> None:
+    """After experiments ran side by side: every MLflow run in the shared store finished with its SDR logged, each
+    experiment has its runs, and the memo cache holds only complete entries (no temp folder, every file readable)."""
+    from stemsift.tracking import _mlflow
+
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert runs and all(r.info.status == "FINISHED" and "sdr_avg" in r.data.metrics for r in runs), \
+        [(r.info.run_name, r.info.status, sorted(r.data.metrics)) for r in runs if r.info.status != "FINISHED"
+         or "sdr_avg" not in r.data.metrics]
+    assert len({r.data.tags.get("dvc_exp_name") for r in runs} - {None}) >= min_experiments
+    cache = repo / ".stemsift-cache"
+    assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]
+    for entry in (cache / "train").iterdir():
+        json.loads((entry / "separator.json").read_text())
+    for entry in (cache / "evaluate").iterdir():
+        assert len(pd.read_parquet(entry / "per_track.parquet")) > 0
+
+
 @pytest.mark.slow
 def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     a = make_copy(tmp_path / "a")
@@ -125,14 +145,17 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     log = _sh("dvc exp run -S score.cleaner=mlp -S filter.ratio=0.5", a)
     assert "Stage 'embed' didn't change" in log and "Stage 'score' didn't change" in log
     assert "Running stage 'train@cleaned'" in log and "Running stage 'train@baseline'" not in log
-    _sh("dvc exp run --queue -S 'score.cleaner=random,confident' -S filter.ratio=0.5", a)
-    _sh("dvc queue start -j 1", a)
-    for _ in range(600):
+    # two queued experiments at once (-j 2), sharing one MLflow store and one memo cache as `make sweep` does
+    shared = f"MLFLOW_TRACKING_URI=sqlite:///{a}/mlflow.db STEMSIFT_CACHE={a}/.stemsift-cache"
+    _sh(f"{shared} dvc exp run --queue -S 'score.cleaner=random,confident' -S filter.ratio=0.5", a)
+    _sh(f"{shared} dvc queue start -j 2", a)
+    for _ in range(1200):
         status = _sh("dvc queue status", a)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(1)
     assert "Failed" not in status, status
+    assert_shared_stores_intact(a, min_experiments=2)  # at least the two queued experiments
     shown = _sh("dvc exp show --no-pager --csv", a)
     assert "song_auc" in shown and "gain_db" in shown
     sweep = _sh("stemsift sweep", a)
