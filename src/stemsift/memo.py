@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+from stemsift.stemset import _clear_dead_runs
+
 PACKAGE = Path(__file__).resolve().parent  # the imported stemsift package: its code is what a result depends on
 # params values enter every key themselves; params.py's lazy imports only validate names (cleaner registry, …)
 NOT_FOLLOWED = frozenset({"stemsift.params"})
@@ -27,11 +29,6 @@ def files_sha1(folder: str | Path) -> dict[str, str]:
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def code_version(*modules) -> str:
-    """Hash of the source files of the modules a result depends on: changed code never reuses old results."""
-    return key([hashlib.sha1(Path(m.__file__).read_bytes()).hexdigest() for m in modules])
 
 
 def module_file(name: str, root: Path) -> Path | None:
@@ -99,6 +96,8 @@ def store(kind: str, k: str, folder: str | Path) -> None:
     final = root() / kind / k
     if final.is_dir():
         return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_dead_runs(final)  # a writer killed mid-copy left its temp folder: never an entry, only litter
     tmp = final.with_name(f".{k}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp)
