@@ -1,11 +1,13 @@
 """Small generated audio for tests: distinct band-limited content per label, never stored fixtures."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from stemsift import LABELS
 
@@ -45,3 +47,13 @@ def input_folder(tmp_path: Path) -> Path:
         split = "train" if i < 3 else "test"
         write_input_track(root / split / f"Artist {i} - Song", make_stems(i, sr=11025), 11025)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """`cuda` tests need a CUDA device: where torch sees none they are skipped, and the summary (-ra) says why."""
+    if os.environ.get("STEMSIFT_TEST_DEVICE", "cuda").startswith("cuda") and not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="cuda: no CUDA device visible to torch (torch.cuda.is_available() is False); "
+                                       "run them where one is, or with STEMSIFT_TEST_DEVICE=cpu to check the tests")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)

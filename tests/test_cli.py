@@ -54,3 +54,19 @@ def test_validate_and_help_from_the_installed_command(tmp_path):
     assert out.returncode == 0 and all(s in out.stdout for s in ("prepare", "contaminate", "catalogue"))
     bad = subprocess.run([sys.executable, "-m", "stemsift.cli", "validate", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 1 and "manifest.parquet: missing" in bad.stderr
+
+
+def test_errors_name_the_key_the_user_wrote(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from stemsift.separate.model import resolve_device
+
+    good = tmp_path / "good"
+    for i in range(2):
+        write_input_track(good / "test" / f"song{i}", make_stems(i, sr=8000), 8000)
+    assert main(["prepare", "--params", _params(tmp_path, source=str(good), ingest={"reference_tracks": 5})]) == 1
+    assert "data.ingest.reference_tracks=5" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for key in ("train.device", "refine.device", "embed.device", "unlearning.device"):
+        with pytest.raises(ValueError, match=rf"^{key} is 'cuda' but no CUDA device"):
+            resolve_device("cuda", key)

@@ -87,10 +87,11 @@ def test_longer_estimates_are_truncated(scored):
         assert (a.sdr, a.sdr_utt, a.frames) == (o.sdr, o.sdr_utt, o.frames)
 
 
-def test_noisy_estimate_is_finite_and_below_oracle(scored):
+def test_noisy_estimate_scores_its_snr(scored):
     for lb in LABELS:
         r = row(scored, "d-noisy", lb)
-        assert np.isfinite(r.sdr) and r.sdr < 60
+        # white noise at exactly 10 dB: BSSEval's 512-tap filters absorb almost none of it (measured 9.83-10.01 dB)
+        assert abs(r.sdr - 10.0) < 0.5, (lb, r.sdr)
         assert abs(r.sdr_utt - 10.0) < 0.1
 
 

@@ -1,7 +1,6 @@
 import json
 
 from stemsift import memo
-from stemsift.separate import evaluate, model
 
 
 def test_store_lookup_and_keys(tmp_path, monkeypatch):
@@ -15,4 +14,8 @@ def test_store_lookup_and_keys(tmp_path, monkeypatch):
     memo.store("train", k, src)
     hit = memo.lookup("train", k)
     assert hit is not None and memo.files_sha1(hit) == memo.files_sha1(src)
-    assert memo.code_version(model) != memo.code_version(model, evaluate)
+    assert memo.code_key("stemsift.separate.model") != memo.code_key("stemsift.separate.model", "stemsift.separate.evaluate")
+    dead = tmp_path / "cache" / "train" / f".{k}x.tmp-999999999"  # a writer killed mid-copy (no such pid)
+    dead.mkdir()
+    memo.store("train", k + "x", src)
+    assert not dead.exists() and memo.lookup("train", k + "x") is not None

@@ -77,7 +77,8 @@ def test_efficient_agreement_rate_on_random_cases():
             rates[name] = torch.all(a_eff == a_exh, dim=(1, 2)).float().mean().item()
         print(f"M={m}: efficient == exhaustive on {rates['noisy']:.1%} of 0 dB noisy cases, "
               f"{rates['independent']:.1%} of independent cases (chance {1 / 2 ** m:.1%})")
-        assert rates["noisy"] > 2 / 2 ** m
+        # measured 71-74% at M = 3, 4, 6 (chance 1/2^M = 1.6-12.5%); a wrong efficient rule lands near chance
+        assert rates["noisy"] > 0.6, (m, rates)
 
 
 @pytest.mark.parametrize("method", ["efficient", "exhaustive"])

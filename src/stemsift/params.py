@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,21 +35,48 @@ def params_hash(block: Any) -> str:
     return hashlib.sha1(json.dumps(block, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# What a value of each annotated type may be in YAML or `dvc exp run -S` (a str field may come as 0.5: YAML's float).
+_ACCEPT = {"int": (int,), "float": (int, float), "str": (str, int, float), "bool": (bool,), "dict": (dict,),
+           "list": (list,), "None": (type(None),)}
+
+
+def _check_type(f: dataclasses.Field, value, where: str) -> None:
+    """A value of the wrong type (a list for a number, NaN for a rate, ...) fails here, naming its key, instead of
+    as a TypeError deep inside a stage."""
+    kinds = [k.strip().split("[")[0] for k in str(f.type).split("|")]
+    if not all(k in _ACCEPT for k in kinds):
+        return  # an annotation this check does not know: the block's own check() decides
+    ok = tuple(t for k in kinds for t in _ACCEPT[k])
+    if isinstance(value, bool) and bool not in ok or not isinstance(value, ok):
+        raise ParamsError(f"{where}: expected {' or '.join(kinds)}, got {type(value).__name__} {str(value)[:40]!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{where}: must be a finite number, got {value}")
+
+
 def _build(cls, block: dict | None, where: str):
+    if block is not None and not isinstance(block, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {type(block).__name__} {str(block)[:40]!r}")
     block = dict(block or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(block) - set(names))
+    unknown = sorted(set(block) - set(names), key=str)
     if unknown:
         raise ParamsError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(names)})")
     kwargs = {}
     for key, value in block.items():
         sub = names[key].metadata.get("block")
+        if not sub:
+            _check_type(names[key], value, f"{where}.{key}")
         kwargs[key] = _build(sub, value, f"{where}.{key}") if sub else value
     try:
         obj = cls(**kwargs)
     except TypeError as e:
         raise ParamsError(f"{where}: {e}") from None
-    obj.check(where)
+    try:
+        obj.check(where)
+    except ParamsError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:  # e.g. a list inside a dict value
+        raise ParamsError(f"{where}: bad value ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return obj
 
 

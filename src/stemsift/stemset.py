@@ -6,6 +6,8 @@ Layout: ``<root>/<split>/<track_id>/{mixture,vocals,bass,drums,other}.<ext>`` wi
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import glob
 import json
 import os
 import shutil
@@ -293,9 +295,11 @@ def raise_first(findings: list[Finding]) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``target``, on failure it is removed."""
+    """Yield a temporary sibling directory; on success it replaces ``target`` (in one atomic exchange where the
+    OS has one), on failure it is removed. What a killed run left (its temp folder) is cleared first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_dead_runs(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -304,11 +308,48 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if target.exists() and _exchange(tmp, target):  # tmp now holds the previous output
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)
-    os.replace(tmp, target)
+    os.replace(tmp, target)  # a kill between these two renames leaves `old`: _clear_dead_runs restores it
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE): no instant without an output. False where the
+    OS or filesystem cannot; the caller then falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_dead_runs(target: Path) -> None:
+    """Remove the temp folders of runs that were killed (their pid is gone); restore an output a killed run had
+    moved aside but not yet replaced."""
+    for p in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        kind, _, pid = p.name[len(target.name) + 2:].rpartition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not target.exists():
+            os.replace(p, target)
+        else:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -316,6 +357,7 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; it is renamed onto ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_dead_runs(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 # Equals mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.x (a test checks); hard-coded so flatten() needs no mlflow.
 MAX_PARAM_LEN = 6000
+RUNS_DIR = Path("metrics/train")
 # Env vars DVC sets for a stage command (dvc/env.py, dvc 3.x); DVC_EXP_* only under `dvc exp run`.
 DVC_ENV_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline_rev",
                 "DVC_STAGE": "dvc_stage"}
@@ -190,3 +191,8 @@ def log_final_metrics(run_id: str, metrics: dict[str, float], repo_root: str | P
     for k, v in metrics.items():
         if isinstance(v, (int, float)) and math.isfinite(v):
             client.log_metric(run_id, k, float(v))
+
+
+def runs_file(set_name: str) -> Path:
+    """Run ids per seed: not a DVC metric (strings); written by the train stage, read by the evaluate stage."""
+    return RUNS_DIR / f"{set_name}-runs.json"

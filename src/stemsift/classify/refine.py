@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from stemsift import LABELS
@@ -17,6 +19,7 @@ from stemsift.classify.model import ClassifierConfig, InstrumentClassifier
 from stemsift.classify.train import ClassifierTrainConfig, predict_signals, predict_stems, train_classifier
 
 THRESHOLDS = ("0.5", "0.9", "adaptive")
+REFINED = "refined_labels.parquet"  # the refine stage's table: every iteration's probabilities and refined sets
 
 
 def check_threshold(mode) -> str:
@@ -106,3 +109,28 @@ def self_refine(pool, given: dict[Key, frozenset], ref_pool, ref_tracks: list[st
         labels = refined
     return out
 
+
+def final_sets(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
+    """The refined label set of every stem after the last iteration."""
+    last = table[table.iteration == table.iteration.max()]
+    return {(t, lb): frozenset(r) for t, lb, r in zip(last.track_id, last.label, last.refined)}
+
+
+def read_final_sets(folder: str | Path) -> dict[tuple[str, str], frozenset]:
+    path = Path(folder) / REFINED
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (run the refine stage: dvc repro refine)")
+    return final_sets(pd.read_parquet(path))
+
+
+def classifier_for(explicit: str | None, refine_out: str | Path) -> Path:
+    """Ψ for MixIT's semantic loss and mapping: an explicit classifier folder, else the refine stage's last one."""
+    return Path(explicit) if explicit else last_classifier(refine_out)
+
+
+def last_classifier(folder: str | Path) -> Path:
+    """The folder of the last refinement iteration's Ψ (psi<k>)."""
+    found = sorted(Path(folder).glob("psi*/classifier.json"), key=lambda p: int(p.parent.name[3:]))
+    if not found:
+        raise FileNotFoundError(f"{folder}: no classifier psi<k>/ found (run the refine stage: dvc repro refine)")
+    return found[-1].parent

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stemsift.classify.loop import fit, mean_probs
 from stemsift.classify.mixing import Key, RandomMixer
 from stemsift.classify.model import ClassifierConfig, InstrumentClassifier
 
@@ -39,16 +40,9 @@ def train_classifier(pool, stem_labels: dict[Key, frozenset], cfg: ClassifierCon
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.steps, pct_start=0.1)
     res = ClassifierResult(model=model)
-    model.train()
-    for _ in range(tc.steps):
-        x, y = mixer.batch(tc.batch_size)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x.to(device)), y.to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        res.losses.append(float(loss.item()))
-    model.eval()
+    batches = (mixer.batch(tc.batch_size) for _ in range(tc.steps))  # drawn lazily: same RNG order as before
+    res.losses = fit(model, batches, torch.nn.functional.binary_cross_entropy_with_logits, opt, sched, device,
+                     record=True)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -66,17 +60,7 @@ def windows(x: np.ndarray, seg_len: int) -> np.ndarray:
 def predict_signals(model: InstrumentClassifier, signals: list[np.ndarray], batch_size: int = 64,
                     device: torch.device = torch.device("cpu")) -> np.ndarray:
     """Per-signal class probabilities (n, 4): framewise sigmoid over windows, averaged per signal."""
-    seg_len = model.cfg.seg_len
-    wins = [windows(s, seg_len) for s in signals]
-    owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(wins)])
-    flat = np.concatenate(wins)
-    probs = []
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(flat), batch_size):
-            probs.append(torch.sigmoid(model(torch.from_numpy(flat[i:i + batch_size]).to(device))).cpu().numpy())
-    p = np.concatenate(probs).astype(np.float64)
-    return np.stack([p[owner == i].mean(0) for i in range(len(signals))])
+    return mean_probs(model, [windows(s, model.cfg.seg_len) for s in signals], torch.sigmoid, batch_size, device)
 
 
 def predict_stems(model: InstrumentClassifier, pool, keys: list[Key], **kw) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from stemsift import LABELS
+from stemsift.classify.loop import fit, mean_probs
 
 CLASSIFIER_DEFAULTS = {"hidden": 256, "dropout": 0.5, "epochs": 10, "batch_size": 256, "lr": 0.001,
                        "weight_decay": 0.0, "frames_per_stem": 256}
@@ -64,25 +65,15 @@ def train_classifier(stems: list[np.ndarray], targets: np.ndarray, options: dict
     opt = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
     gen = torch.Generator().manual_seed(seed)
     bs = int(o["batch_size"])
-    model.train()
+    batches = ((xt[b], yt[b]) for _ in range(int(o["epochs"])) for b in torch.randperm(len(xt), generator=gen).split(bs))
     with single_thread():
-        for _ in range(int(o["epochs"])):
-            for b in torch.randperm(len(xt), generator=gen).split(bs):
-                opt.zero_grad()
-                loss_fn(model(xt[b]), yt[b]).backward()
-                opt.step()
-    return model.eval()
+        fit(model, batches, loss_fn, opt)
+    return model
 
 
-@torch.inference_mode()
 def predict_stems(model: FrameMLP, stems: list[np.ndarray], multilabel: bool = False) -> np.ndarray:
     """Class probabilities per stem (stems x classes): frame probabilities averaged over the stem."""
-    out = []
-    for e in stems:
-        logits = model(torch.from_numpy(np.asarray(e, dtype=np.float32)))
-        p = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
-        out.append(p.mean(0).double().numpy())
-    return np.stack(out)
+    return mean_probs(model, stems, torch.sigmoid if multilabel else (lambda z: torch.softmax(z, dim=1)))
 
 
 def label_index(labels) -> np.ndarray:

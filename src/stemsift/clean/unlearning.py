@@ -351,7 +351,7 @@ class UnlearningCleaner(Cleaner):
     def score_stems(self, view: StemView) -> np.ndarray:
         cfg = self.unlearning_config()
         try:
-            device = resolve_device(str(self.options["device"]))
+            device = resolve_device(str(self.options["device"]), "unlearning.device")
         except ValueError as e:
             raise CleanerError(f"unlearning.device: {e}") from None
         models, mcfg, _ = load(baseline_folder(self.options["model"], self.options["model_seed"]))

@@ -148,7 +148,7 @@ def assign_reference(tracks: list[InputTrack], count: int, from_split: str, seed
         return
     pool = [t for t in tracks if t.split == from_split]
     if len(pool) <= count:
-        raise StemSetError(f"data.reference_tracks={count} but split {from_split!r} has only {len(pool)} tracks")
+        raise StemSetError(f"data.ingest.reference_tracks={count} but split {from_split!r} has only {len(pool)} tracks")
     for i in np.random.default_rng(seed).choice(len(pool), size=count, replace=False):
         pool[int(i)].split = "reference"
 

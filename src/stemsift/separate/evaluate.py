@@ -24,10 +24,14 @@ import multiprocessing as mp
 from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from stemsift import LABELS
+
+EVAL_DIR = Path("metrics/eval")  # evaluate writes <set>.json / <set>.csv here; report reads them
 
 COLUMNS: tuple[str, ...] = ("track_id", "target", "sdr", "sdr_utt", "frames")
 

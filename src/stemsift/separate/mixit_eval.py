@@ -12,9 +12,21 @@ Arrays are numpy (frames, channels) per signal, stacked on a leading axis.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from stemsift import LABELS
+from stemsift.audio import resample
+from stemsift.classify import model as clsmodel
+from stemsift.classify.model import probability_fn
+from stemsift.separate.evaluate import score_tracks, summarize
+from stemsift.separate.mixit_model import load_mixit
+from stemsift.stemset import StemSet
 
 EPS = 1e-8
 
@@ -136,3 +148,59 @@ def targets_from_mapping(outputs: np.ndarray, mapping: list[int], num_targets: i
     for m, k in enumerate(mapping):
         targets[k] += outputs[m]
     return targets
+
+
+# Scoring a trained MixIT separator on a stem set's test split (the evaluate stage's MixIT branch).
+
+def mixit_outputs(ss: StemSet, folder: Path, track_ids: list[str], psi: Path | None, device):
+    """Per song: (track_id, references, outputs (M, frames, ch), Ψ's probabilities per output (M, 4) or None,
+    FUSS scores of the song mixture, single-source reconstruction SI-SNR per non-silent stem fed alone)."""
+    model, cfg, _ = load_mixit(folder, str(device))
+    classify = probability_fn(clsmodel.load(psi, str(device)), cfg.sample_rate) if psi else None
+    for tid in track_ids:
+        refs = {t: resample(x, ss.sample_rate, cfg.sample_rate) for t, x in ss.load_track(tid).items()}
+        stack = np.stack([refs[t] for t in LABELS])
+        mix = stack.sum(0)
+        outs = separate_outputs(model, mix, device)
+        probs = None
+        if classify is not None:
+            with torch.no_grad():
+                probs = classify(torch.from_numpy(np.ascontiguousarray(outs.transpose(0, 2, 1), np.float32)).to(device)).cpu().numpy()
+        single = [fuss_metrics(separate_outputs(model, x, device), x[None], x)["ss"]
+                  for x in stack if np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 1e-4]
+        yield tid, refs, outs, probs, fuss_metrics(outs, stack, mix), single
+
+
+def score_mixit(ss: StemSet, folder: Path, workers: int, psi: Path | None, device) -> pd.DataFrame:
+    """A MixIT separator: museval of the 4 targets built from its outputs by the semantic mapping (Ψ's class of
+    each output; `mapping` = semantic) and by the oracle mapping (each output to the reference it matches best;
+    an upper bound, `mapping` = oracle), plus FUSS-style SI-SNR columns (repeated on each row of a song)."""
+    test = ss.track_ids("test")
+    items, extra = {"semantic": [], "oracle": []}, []
+    for tid, refs, outs, probs, fuss, single in mixit_outputs(ss, folder, test, psi, device):
+        stack = np.stack([refs[t] for t in LABELS])
+        for kind, mapping in (("semantic", semantic_mapping(probs) if probs is not None else None),
+                              ("oracle", oracle_mapping(outs, stack))):
+            if mapping is not None:
+                est = targets_from_mapping(outs, mapping, len(LABELS))
+                items[kind].append((tid, refs, {t: est[i] for i, t in enumerate(LABELS)}))
+        extra.append({"track_id": tid, "si_snri": fuss["msi"], "si_snr_single": float(np.nanmean(single)) if single else np.nan,
+                      "active_outputs": fuss["num_active_seps"]})
+    sr = json.loads((folder / "separator.json").read_text())["model"]["sample_rate"]  # no second model load
+    frames = [score_tracks(v, sr, workers=workers).assign(mapping=k) for k, v in items.items() if v]
+    return pd.concat(frames, ignore_index=True).merge(pd.DataFrame(extra), on="track_id")
+
+
+def summarize_mixit(per_track: pd.DataFrame) -> dict:
+    """The supervised columns from the semantic mapping (the oracle one when there is no Ψ), the oracle mapping
+    under sdr_oraclemap_*, and the FUSS means: si_snri (multi-source SI-SNR improvement), si_snr_single."""
+    head = "semantic" if (per_track.mapping == "semantic").any() else "oracle"
+    out = summarize(per_track[per_track.mapping == head])
+    oracle = summarize(per_track[per_track.mapping == "oracle"])
+    out.update({f"sdr_oraclemap_{k[4:]}": v for k, v in oracle.items() if k.startswith("sdr_") and not k.startswith("sdr_utt")})
+    songs = per_track.drop_duplicates("track_id")
+    out["si_snri"] = round(float(np.nanmean(songs.si_snri)), 3)
+    out["si_snr_single"] = round(float(np.nanmean(songs.si_snr_single)), 3)
+    out["active_outputs"] = round(float(songs.active_outputs.mean()), 2)
+    out["mapping"] = head
+    return out

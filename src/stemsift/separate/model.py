@@ -88,9 +88,10 @@ def separator(models: dict[str, OpenUnmix], cfg: ModelConfig, niter: int = 1, wi
     return sep
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, key: str = "train.device") -> torch.device:
+    """`auto` -> cuda when there is one, else cpu; `key` is the params key the value came from (for the error)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available (use auto or cpu)")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{key} is {device!r} but no CUDA device is available (use auto or cpu)")
     return torch.device(device)

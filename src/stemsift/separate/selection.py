@@ -98,3 +98,9 @@ def refined_selection(sel: pd.DataFrame, refined: dict[tuple[str, str], frozense
             rows = out.target == t
             out.loc[rows, ["role", "keep"]] = sel.loc[rows, ["role", "keep"]].to_numpy()
     return typed(out)
+
+
+def catalogue_rows(sel: pd.DataFrame, train_set: str, cleaner: str, config_hash: str, ratio: float,
+                   mode: str) -> pd.DataFrame:
+    """A selection with the catalogue's `selections` columns (select, filter and refine stages write these)."""
+    return sel.assign(train_set=train_set, cleaner=cleaner, config_hash=config_hash, keep_ratio=ratio, mode=mode)

@@ -15,7 +15,7 @@ def run(params: dict):
     c = stage_params(params, "contaminate", ContaminateParams)
     e = stage_params(params, "embed", EmbedParams)
     ss = StemSet(c.out)
-    embedder = get_embedder(e.embedder, e.options(), device=str(resolve_device(e.device)))
+    embedder = get_embedder(e.embedder, e.options(), device=str(resolve_device(e.device, "embed.device")))
     t0 = time.perf_counter()
     with atomic_dir(e.folder) as tmp:
         index = embed_stemset(ss, embedder, tmp, list(e.splits))

@@ -15,9 +15,8 @@ from stemsift.clean.metrics import song_truth
 from stemsift.clean.ratio import auto_keep
 from stemsift.clean.select import filtered_selection
 from stemsift.clean.verdicts import verdict_metrics, with_verdicts
-from stemsift.params import ContaminateParams, ParamsError, FilterParams, ScoreParams, SelectParams, params_hash, stage_params
-from stemsift.separate.selection import summary, typed
-from stemsift.stages.select import catalogue_rows
+from stemsift.params import ContaminateParams, FilterParams, ParamsError, ScoreParams, SelectParams, params_hash, stage_params
+from stemsift.separate.selection import catalogue_rows, summary, typed
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
 
 METRICS = Path("metrics/filter.json")

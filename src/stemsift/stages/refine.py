@@ -16,17 +16,15 @@ from stemsift import LABELS
 from stemsift.catalogue import TRUTH
 from stemsift.classify import model as clsmodel
 from stemsift.classify.metrics import recognition, refinement_quality
-from stemsift.classify.refine import self_refine, subset_examples
+from stemsift.classify.refine import REFINED, final_sets, self_refine, subset_examples
 from stemsift.classify.train import ClassifierTrainConfig, predict_signals, train_classifier
 from stemsift.params import ContaminateParams, RefineParams, stage_params
 from stemsift.separate.data import StemPool
 from stemsift.separate.model import resolve_device
-from stemsift.separate.selection import given_selection, refined_selection, summary
-from stemsift.stages.select import catalogue_rows
+from stemsift.separate.selection import catalogue_rows, given_selection, refined_selection, summary
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 
 METRICS = Path("metrics/classifier.json")
-REFINED = "refined_labels.parquet"
 
 
 def iteration_name(k: int) -> str:
@@ -50,33 +48,12 @@ def label_rows(its) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def final_sets(table: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
-    """The refined label set of every stem after the last iteration."""
-    last = table[table.iteration == table.iteration.max()]
-    return {(t, lb): frozenset(r) for t, lb, r in zip(last.track_id, last.label, last.refined)}
-
-
-def read_final_sets(folder: str | Path) -> dict[tuple[str, str], frozenset]:
-    path = Path(folder) / REFINED
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (run the refine stage: dvc repro refine)")
-    return final_sets(pd.read_parquet(path))
-
-
-def last_classifier(folder: str | Path) -> Path:
-    """The folder of the last refinement iteration's Ψ (psi<k>)."""
-    found = sorted(Path(folder).glob("psi*/classifier.json"), key=lambda p: int(p.parent.name[3:]))
-    if not found:
-        raise FileNotFoundError(f"{folder}: no classifier psi<k>/ found (run the refine stage: dvc repro refine)")
-    return found[-1].parent
-
-
 def run(params: dict) -> dict:
     c = stage_params(params, "contaminate", ContaminateParams)
     r = stage_params(params, "refine", RefineParams)
     ss = StemSet(c.out)
     cfg = clsmodel.preset(r.classifier, depths=r.depths, dims=r.dims)
-    device = resolve_device(r.device)
+    device = resolve_device(r.device, "refine.device")
     tc = train_config(r)
     t0 = time.perf_counter()
     train_ids, ref_ids, test_ids = ss.track_ids("train"), ss.track_ids("reference"), ss.track_ids("test")

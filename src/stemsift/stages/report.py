@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from stemsift.params import TRAIN_SETS
-from stemsift.stages.evaluate import PER_TRACK
+from stemsift.separate.evaluate import EVAL_DIR
 from stemsift.stemset import atomic_file
 
 OUT = Path("metrics/separation.json")
@@ -32,7 +32,7 @@ def compare(results: dict[str, dict]) -> dict:
 
 
 def run(params: dict) -> dict:
-    results = {n: json.loads((PER_TRACK / f"{n}.json").read_text()) for n in TRAIN_SETS if (PER_TRACK / f"{n}.json").is_file()}
+    results = {n: json.loads((EVAL_DIR / f"{n}.json").read_text()) for n in TRAIN_SETS if (EVAL_DIR / f"{n}.json").is_file()}
     table = compare(results)
     with atomic_file(OUT) as tmp:
         tmp.write_text(json.dumps(table, indent=2) + "\n")

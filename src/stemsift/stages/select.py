@@ -9,7 +9,7 @@ import pandas as pd
 
 from stemsift.catalogue import TRUTH
 from stemsift.params import ContaminateParams, SelectParams, stage_params
-from stemsift.separate.selection import given_selection, summary
+from stemsift.separate.selection import catalogue_rows, given_selection, summary
 from stemsift.stemset import StemSet, atomic_dir
 
 FIXED_SETS = ("baseline", "oracle", "reference")
@@ -26,12 +26,6 @@ def fixed_selections(ss: StemSet, truth: pd.DataFrame | None) -> dict[str, pd.Da
     return {"baseline": given_selection(ss.stems, train),
             "oracle": given_selection(ss.stems, clean_songs(truth) if truth is not None else train),
             "reference": given_selection(ss.stems, ss.track_ids("reference"))}
-
-
-def catalogue_rows(sel: pd.DataFrame, train_set: str, cleaner: str, config_hash: str, ratio: float,
-                   mode: str) -> pd.DataFrame:
-    """A selection with the catalogue's `selections` columns."""
-    return sel.assign(train_set=train_set, cleaner=cleaner, config_hash=config_hash, keep_ratio=ratio, mode=mode)
 
 
 def run(params: dict) -> dict[str, pd.DataFrame]:

@@ -14,24 +14,16 @@ from stemsift.classify import model as clsmodel
 from stemsift.classify.model import probability_fn
 from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, MixITParams, RefineParams, SelectParams,
                              TrainParams, params_hash, stage_params)
-from stemsift.separate import mixit, mixit_model, mixit_train
 from stemsift.separate.mixit import MixITConfig
 from stemsift.separate.mixit_model import save_mixit
 from stemsift.separate.mixit_train import train_mixit
-from stemsift.separate import data as separate_data
 from stemsift.separate import model as sepmodel
-from stemsift.separate import train as separate_train
 from stemsift.separate.data import StemPool, fixed_segments
 from stemsift.separate.selection import check_drawable, refined_selection, summary, typed
-from stemsift.stages.refine import last_classifier, read_final_sets
 from stemsift.separate.train import TrainConfig, train_separator
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
-from stemsift.tracking import TrainingRun, dvc_out_hash
-
-
-def runs_file(set_name: str) -> Path:
-    """Run ids per seed: not a DVC metric (strings), read by the evaluate stage."""
-    return Path("metrics/train") / f"{set_name}-runs.json"
+from stemsift.classify.refine import classifier_for, read_final_sets
+from stemsift.tracking import TrainingRun, dvc_out_hash, runs_file
 
 
 def train_config(t: TrainParams) -> TrainConfig:
@@ -42,11 +34,6 @@ def train_config(t: TrainParams) -> TrainConfig:
 def mixit_config(m: MixITParams) -> MixITConfig:
     return MixITConfig(assignment=m.assignment, num_outputs=m.outputs, snr_max=m.snr_max, sparsity_weight=m.sparsity,
                        covariance_weight=m.covariance, semantic_weight=m.semantic, consistency=m.consistency)
-
-
-def mixit_classifier(t: TrainParams, refine_out: str) -> Path:
-    """Ψ for the semantic loss and mapping: train.mixit.classifier, or the refine stage's last iteration."""
-    return Path(t.mixit.classifier) if t.mixit.classifier else last_classifier(refine_out)
 
 
 def run(params: dict, set_name: str) -> dict:
@@ -79,15 +66,14 @@ def run(params: dict, set_name: str) -> dict:
     songs = sorted(set(kept.track_id)) + ss.track_ids("reference")
     method = t.method if set_name == "cleaned" else "supervised"  # the controls stay supervised
     tags["method"] = method
-    psi = mixit_classifier(t, refine_out) if method == "mixit" and t.mixit.semantic > 0 else None
+    psi = classifier_for(t.mixit.classifier, refine_out) if method == "mixit" and t.mixit.semantic > 0 else None
     # labels and method enter the key only through what they change (selection, method's own block)
     memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device", "labels", "method", "mixit")},
                  "method": method, "mixit": asdict(t.mixit) if method == "mixit" else None,
                  "classifier": memo.files_sha1(psi) if psi else None,
                  "model": asdict(cfg), "device": str(device), "selection": kept.astype(str).values.tolist(),
                  "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist(),
-                 "code": memo.code_version(sepmodel, separate_data, separate_train)
-                 + (memo.code_version(mixit, mixit_model, mixit_train) if method == "mixit" else "")}
+                 "code": memo.code_key(__name__)}  # this stage + every stemsift module it imports
     pool = valid = None
     report: dict = {"songs": summary(sel)["songs"], "seeds": len(t.seeds)}
     runs = {}
@@ -108,7 +94,7 @@ def run(params: dict, set_name: str) -> dict:
                         mtc = replace(tc, steps_per_epoch=tc.steps_per_epoch * len(LABELS))
                         res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, mtc,
                                           mixit_config(t.mixit), seed, device,
-                                          classifier=probability_fn(clsmodel.load(psi), cfg.sample_rate) if psi else None)
+                                          classifier=probability_fn(clsmodel.load(psi, str(device)), cfg.sample_rate) if psi else None)
                         save_mixit(res.model, cfg, t.mixit.outputs, folder, {
                             "seed": seed, "best_epoch": {"mixit": res.best_epoch}, "best_valid": {"mixit": res.best_valid},
                             "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
