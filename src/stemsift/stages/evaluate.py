@@ -51,8 +51,8 @@ def run(params: dict, set_name: str) -> dict:
     for k in keys:  # mean over seeds, and the seed-to-seed spread of the headline numbers
         vals = np.array([summaries[s][k] for s in t.seeds], dtype=float)
         metrics[k] = round(float(np.nanmean(vals)), 3)
-        if k.startswith("sdr_") and not k.startswith("sdr_utt"):
-            metrics[f"{k}_std"] = round(float(np.nanstd(vals)), 3)
+        if k.startswith("sdr_") and not k.startswith("sdr_utt"):  # sample std (ddof 1): none from one seed
+            metrics[f"{k}_std"] = round(float(np.nanstd(vals, ddof=1)), 3) if np.isfinite(vals).sum() > 1 else None
     metrics["seeds"] = len(t.seeds)
     if "mapping" in per_track:
         metrics["method"] = "mixit"

@@ -36,10 +36,11 @@ def run(params: dict) -> dict:
     table = compare(results)
     with atomic_file(OUT) as tmp:
         tmp.write_text(json.dumps(table, indent=2) + "\n")
-    print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other")
+    print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other   (± = sample std, ddof 1)")
     for n in results:
         r = table[n]
-        print(f"{n:10s} {r['sdr_avg']:8.2f} {r.get('sdr_avg_std', 0):8.2f}  " +
+        std = r.get("sdr_avg_std")
+        print(f"{n:10s} {r['sdr_avg']:8.2f} {'—' if std is None else f'{std:.2f}':>8s}  " +
               " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")))
     for k in ("gain_db", "gain_refined_db", "oracle_gap_db", "gap_closed", "gap_closed_refined"):
         if k in table:
