@@ -1,6 +1,8 @@
 """The automatic keep ratio: mixture methods recover the mixing proportion; degenerate inputs keep everything."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,3 +63,41 @@ def test_cleanlab_counts_label_issues_from_class_probabilities():
         auto_keep(songs, "cleanlab")
     with pytest.raises(ValueError, match="filter.auto.method"):
         auto_keep(songs, "vote")
+
+
+def test_filter_stage_with_ratio_auto_through_the_cli(tmp_path, monkeypatch, capsys):
+    """`stemsift filter` with filter.ratio: auto keeps the high-scoring population and records r, the estimated
+    clean share and the method in metrics/filter.json; too few songs warn and keep all."""
+    import json
+
+    import yaml
+
+    from stemsift.cli import main
+    from curation_world import build_world
+
+    params = build_world(tmp_path, n_train=16, n_ref=1, n_test=1, seconds=0.5)
+    monkeypatch.chdir(tmp_path)
+    scores = pd.read_parquet("data/scores/scores-random.parquet")
+    bad = {f"train-{i:02d}" for i in range(4)}  # a second, low-scoring population of 4 songs in 16
+    rng = np.random.default_rng(0)
+    song = {t: (rng.normal(-6, 0.5) if t in bad else rng.normal(0, 0.5)) for t in scores.track_id.unique()}
+    scores["song_score"] = scores.track_id.map(song)
+    scores["score"] = scores.song_score
+    scores.to_parquet("data/scores/scores-random.parquet", index=False)
+    params["filter"] = {**params["filter"], "ratio": "auto", "auto": {"method": "gmm"}}
+    Path("params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k != "_path"}))
+    assert main(["filter"]) in (0, None)
+    m = json.loads(Path("metrics/filter.json").read_text())
+    assert m["ratio"] == m["ratio_auto"] == 0.75 and m["auto_method"] == "gmm" and m["cleaned_songs"] == 12
+    assert abs(m["clean_share_estimated"] - 0.75) < 0.05
+    sel = pd.read_parquet("data/filtered/selections.parquet")
+    assert not set(sel[sel.keep].track_id) & bad
+    params["filter"]["auto"]["min_songs"] = 20  # 16 songs: too few -> warning, keep all
+    Path("params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k != "_path"}))
+    main(["filter"])
+    assert "too few" in capsys.readouterr().out
+    assert json.loads(Path("metrics/filter.json").read_text())["cleaned_songs"] == 16
+    params["filter"]["ratio"] = "most"
+    Path("params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k != "_path"}))
+    assert main(["filter"]) != 0
+    assert "params.yaml: filter.ratio: must be in (0, 1] or auto" in capsys.readouterr().err

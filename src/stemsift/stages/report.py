@@ -31,9 +31,43 @@ def compare(results: dict[str, dict]) -> dict:
     return out
 
 
+COST = Path("metrics/cleaning_cost.json")
+
+
+def _seconds(path: str, key: str = "seconds") -> float:
+    p = Path(path)
+    return float(json.loads(p.read_text()).get(key) or 0.0) if p.is_file() else 0.0
+
+
+def cleaning_cost(cleaner: str) -> dict:
+    """The whole cleaning pipeline — baseline training, embedding, the chosen cleaner (and its components),
+    the filter, the retraining — in seconds and as a multiple of one baseline training (per seed)."""
+    base = _seconds("metrics/train/baseline.json", "seconds_per_run")
+    cleaning = json.loads(Path("metrics/cleaning.json").read_text()) if Path("metrics/cleaning.json").is_file() else {}
+    needed, todo = [], [cleaner]
+    while todo:  # the cleaner and, for fusion cleaners, everything they fuse
+        c = todo.pop()
+        if c in cleaning and c not in needed:
+            needed.append(c)
+            todo += list(cleaning[c].get("components") or [])
+    parts = {"baseline_train_s": base, "embed_s": _seconds("metrics/cost/embed.json"),
+             "score_s": sum(float(cleaning[c].get("seconds", 0.0)) for c in needed),
+             "filter_s": _seconds("metrics/cost/filter.json"),
+             "cleaned_train_s": _seconds("metrics/train/cleaned.json", "seconds_per_run")}
+    total = sum(parts.values())
+    return {"cleaner": cleaner, "cleaners_counted": needed, **{k: round(v, 1) for k, v in parts.items()},
+            "total_s": round(total, 1), "x_baseline": round(total / base, 2) if base else None}
+
+
 def run(params: dict) -> dict:
     results = {n: json.loads((EVAL_DIR / f"{n}.json").read_text()) for n in TRAIN_SETS if (EVAL_DIR / f"{n}.json").is_file()}
     table = compare(results)
+    cleaner = (params.get("score") or {}).get("cleaner", "none")
+    if cleaner != "none":
+        cost = cleaning_cost(cleaner)
+        with atomic_file(COST) as tmp:
+            tmp.write_text(json.dumps(cost, indent=2) + "\n")
+        print(f"cleaning pipeline ({cleaner}): {cost['total_s']:.0f} s = {cost['x_baseline']}x one baseline training")
     with atomic_file(OUT) as tmp:
         tmp.write_text(json.dumps(table, indent=2) + "\n")
     print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other   (± = sample std, ddof 1)")

@@ -91,6 +91,8 @@ def run(params: dict) -> dict[str, pd.DataFrame]:
     metrics: dict = {}
     for name, table in tables.items():
         metrics[name] = {"seconds": float(table.seconds.iloc[0])}
+        if comps := get_cleaner(name, cleaner_options(params, name), s.seed).components():
+            metrics[name]["components"] = comps  # their seconds count toward this cleaner's cost
         if (res := results.get(name)) is not None:
             metrics[name]["cost"] = unlearning_cost(res, stage_params(params, "train", TrainParams).out)
         if truth_path.is_file():  # the truth is read only here, after every cleaner has scored
