@@ -12,7 +12,7 @@ from torch.func import functional_call, grad, vmap
 import stemsift.clean.unlearning  # noqa: F401  (registers the cleaner; clean/__init__ may not import it yet)
 from stemsift import LABELS
 from stemsift.clean import CleanerError, StemView, get_cleaner
-from stemsift.clean.unlearning import (UnlearningConfig, attribution, baseline_folder, fisher_diagonal,
+from stemsift.clean.unlearning import (UnlearningConfig, attribution, baseline_folder, deflate, fisher_diagonal,
                                        song_segments)
 from stemsift.separate.model import ModelConfig, build, save, spectrogram
 from stemsift.stemset import StemSetWriter
@@ -184,7 +184,7 @@ def test_cleaner_scores_every_training_stem_from_the_view_only(tmp_path, world, 
     view.load_audio = lambda tid, label: loaded.append(tid) or ss.load(tid, label)
     monkeypatch.setattr(type(ss), "meta", lambda *a: pytest.fail("the cleaner read track metadata"))
     cleaner = get_cleaner("unlearning", {"model": str(tmp_path / "models" / "baseline"), "seq_dur": 0.5,
-                                         "device": "cpu"})
+                                         "device": "cpu", "deflate": False})
     table = cleaner.score(view)
     assert len(table) == 16 and np.isfinite(table.score).all() and np.isfinite(table.song_score).all()
     assert set(loaded) == {f"ref-{j}" for j in range(3)} | {f"train-{i}" for i in range(4)}  # never test/truth
@@ -195,6 +195,16 @@ def test_cleaner_scores_every_training_stem_from_the_view_only(tmp_path, world, 
         assert row.score == pytest.approx(res.per_target[i, LABELS.index(row.label)])
         assert row.song_score == pytest.approx(res.unified[i])
     assert len(res.table()) == 4 * 3 * 4
+    # deflate (the default): the scores come from dL minus its leading singular component, per target
+    deflated = get_cleaner("unlearning", {"model": str(tmp_path / "models" / "baseline"), "seq_dur": 0.5,
+                                          "device": "cpu"}).score(StemView.of(ss))
+    d = deflate(res.delta)
+    for k in range(4):
+        assert np.linalg.matrix_rank(d[:, :, k], tol=1e-9 * np.abs(res.delta).max()) <= 2  # 3 refs - 1
+    for row in deflated.itertuples():
+        i = res.train_ids.index(row.track_id)
+        assert row.score == pytest.approx(d[i, :, LABELS.index(row.label)].mean(), abs=1e-12)
+        assert row.song_score == pytest.approx(d[i].mean(), abs=1e-12)
 
     with pytest.raises(CleanerError, match="unlearning.mode"):
         get_cleaner("unlearning", {"mode": "newton", "model": str(tmp_path / "models" / "baseline")}).score(view)

@@ -331,13 +331,25 @@ def attribution(models: Mapping[str, torch.nn.Module], model_cfg: ModelConfig,
 
 # ---- the cleaner -------------------------------------------------------------------------------------------
 
+def deflate(delta: np.ndarray) -> np.ndarray:
+    """dL minus its leading singular component, per target model. Measured on the default set, that component
+    holds 59-94% of each N x M matrix's energy: every training song's loss moves along one shared direction by
+    an amount that tracks its own loss and loudness (Spearman -0.70 / -0.65), whichever clean song is unlearned.
+    What remains is how a song's response differs across clean songs: the attribution proper."""
+    out = np.empty_like(delta)
+    for k in range(delta.shape[2]):
+        u, s, vt = np.linalg.svd(delta[:, :, k], full_matrices=False)
+        out[:, :, k] = delta[:, :, k] - s[0] * np.outer(u[:, 0], vt[0])
+    return out
+
+
 @register
 class UnlearningCleaner(Cleaner):
     name = "unlearning"
     needs = ("baseline",)
     defaults = {"mode": "first_order", "lr": UnlearningConfig.lr, "steps": 1, "damping": UnlearningConfig.damping,
                 "segments": 2, "seq_dur": 3.0, "model": "models/baseline", "model_seed": None, "device": "auto",
-                "params": "all", "loss": "mse", "normalize": "none"}
+                "params": "all", "loss": "mse", "normalize": "none", "deflate": True}
 
     result: AttributionResult | None = None
 
@@ -366,11 +378,12 @@ class UnlearningCleaner(Cleaner):
             raise CleanerError(f"unlearning.model: the baseline has no {missing[0]!r} model")
         row = {tid: i for i, tid in enumerate(res.train_ids)}
         col = {t: k for k, t in enumerate(res.targets)}
-        per_target = res.per_target
+        self._delta = deflate(res.delta) if self.options["deflate"] else res.delta
+        per_target = self._delta.mean(axis=1)
         return np.array([per_target[row[tid], col[lb]] for tid, lb in zip(view.train.track_id, view.train.label)])
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         """The unified score: dL averaged over reference songs and all target models."""
         if self.result is None:
             return super().song_scores(stems)
-        return pd.Series(self.result.unified, index=pd.Index(self.result.train_ids, name="track_id"))
+        return pd.Series(self._delta.mean(axis=(1, 2)), index=pd.Index(self.result.train_ids, name="track_id"))
