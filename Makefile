@@ -10,9 +10,12 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(STAMP)
 
 # ffmpeg: stempeg reads .stem.mp4 through it, and `import museval` needs ffmpeg/ffprobe on PATH.
+# postgresql: the MLflow-server test runs a throwaway cluster (initdb/postgres from /usr/lib/postgresql/*/bin).
 $(STAMP): pyproject.toml requirements.txt
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -e '.[test]'
