@@ -148,7 +148,7 @@ def pg_user() -> str | None:
 @contextlib.contextmanager
 def postgres(workdir: Path, database: str = "mlflow") -> Iterator[str]:
     """initdb a cluster in a fresh temp dir, postgres on 127.0.0.1:<free port> with its unix socket in the same
-    dir, trust auth; yields a SQLAlchemy URL (postgresql://<user>@127.0.0.1:<port>/<database>)."""
+    dir, trust auth; yields a SQLAlchemy URL (postgresql+psycopg2://<user>@127.0.0.1:<port>/<database>)."""
     initdb, server = pg_bin("initdb"), pg_bin("postgres")
     if not initdb or not server:
         raise RuntimeError("PostgreSQL server programs not found (apt-get install postgresql; `make setup` does it)")
@@ -181,7 +181,7 @@ def postgres(workdir: Path, database: str = "mlflow") -> Iterator[str]:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"CREATE DATABASE failed: {out.stderr.strip()}")
-        yield f"postgresql://{role}@{HOST}:{port}/{database}"
+        yield f"postgresql+psycopg2://{role}@{HOST}:{port}/{database}"  # SQLAlchemy 2.1 defaults to psycopg 3
     finally:
         if proc is not None:
             # SIGINT = PostgreSQL's "fast" shutdown (SIGTERM = "smart" waits for clients to leave)
