@@ -10,6 +10,7 @@ Every node must have stemsift and its dependencies installed (the same venv or i
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -64,6 +65,10 @@ class Executor:
         return float(self.gpus_per_task) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
     def _connect(self):
+        if self.address is None and "ray" not in sys.modules:
+            # A private instance serves this machine only: keep Ray's node IP on loopback (Linux would otherwise
+            # use the public IP and listen on every interface).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         try:
             import ray
         except ImportError:
@@ -101,8 +106,6 @@ def executor_from_params(block) -> Executor:
 
 def shutdown() -> None:
     """Disconnect this driver from Ray (the cluster keeps running); a no-op when Ray was never used."""
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
