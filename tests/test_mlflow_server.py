@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,80 @@ def test_two_concurrent_trainings_log_complete_runs(server, tmp_path, monkeypatc
     import mlflow
     got = mlflow.MlflowClient(server["uri"]).download_artifacts(run_ids[1], "model/separator.json", str(tmp_path))
     assert json.loads(Path(got).read_text()) == {"name": "cleaned"}
+
+
+# A one-stage DVC pipeline whose stage is a training's tracking (stemsift.tracking, as stages/train.py uses it);
+# the sleep makes two experiments overlap when the queue really runs them side by side.
+STAGE = textwrap.dedent("""
+    import json, time, yaml
+    from pathlib import Path
+    from stemsift.tracking import TrainingRun
+    p = yaml.safe_load(open("params.yaml"))["train"]
+    Path("model").mkdir(exist_ok=True)
+    Path("model/weights.txt").write_text(str(p))
+    with TrainingRun(f"lr{p['lr']}", params={"train": p}, repo_root=".") as run:
+        for epoch in range(3):
+            time.sleep(2)
+            run.log_epoch(epoch, train_loss=p["lr"] * (3 - epoch))
+        run.log_model_dir("model", "model")
+    Path("metrics.json").write_text(json.dumps({"run_id": run.run_id}))
+""")
+DVC_YAML = """stages:
+  train:
+    cmd: python train.py
+    deps: [train.py]
+    params: [train]
+    outs: [model]
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+
+
+@needs_postgres
+@pytest.mark.slow
+def test_two_queued_dvc_experiments_run_at_once_and_log_to_the_server(server, tmp_path):
+    repo = tmp_path / "exp-repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(STAGE)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    (repo / "params.yaml").write_text("train: {lr: 0.001, epochs: 3}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"MLFLOW_TRACKING_URI": server["uri"], "DVC_NO_ANALYTICS": "1",
+                "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+                "PYTHONPATH": os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]),
+                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"})
+
+    def sh(cmd: str) -> str:
+        out = subprocess.run(cmd, cwd=repo, env=env, shell=True, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"{cmd}\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    sh("git init -q && dvc init -q && dvc config core.analytics false && printf 'model\\n' > .gitignore "
+       "&& git add -A && git commit -qm init")
+    sh("dvc exp run --queue -S train.lr=0.1,0.2")
+    try:
+        sh("dvc queue start -j 2")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = sh("dvc queue status")
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(2)
+        assert "Success" in status and "Failed" not in status, status
+    finally:
+        subprocess.run("dvc queue stop --kill", cwd=repo, env=env, shell=True, capture_output=True, timeout=60)
+    import mlflow
+    client = mlflow.MlflowClient(server["uri"])
+    exp = client.get_experiment_by_name("stemsift")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])
+            if r.info.run_name in ("lr0.1", "lr0.2")}
+    assert set(runs) == {"lr0.1", "lr0.2"}
+    for r in runs.values():
+        assert r.info.status == "FINISHED" and r.data.tags.get("dvc_exp_name")
+        assert len(client.get_metric_history(r.info.run_id, "train_loss")) == 3
+        assert [f.path for f in client.list_artifacts(r.info.run_id, "model")] == ["model/weights.txt"]
+    a, b = runs.values()
+    assert a.data.tags["dvc_exp_name"] != b.data.tags["dvc_exp_name"]
+    assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time  # they overlapped
