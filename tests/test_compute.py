@@ -1,8 +1,11 @@
 """stemsift.compute: the local executor, and the `embed` stage through a real two-node Ray cluster on 127.0.0.1
 giving byte-identical embeddings to the local run."""
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,16 @@ def test_compute_params_are_checked():
         Executor("spark")
 
 
+def test_unreachable_ray_address_fails_fast_in_one_line():
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ComputeError, match=rf"compute.address='127.0.0.1:{port}': no Ray head answers there"):
+        Executor("ray", address=f"127.0.0.1:{port}").map(abs, [1])
+    assert time.monotonic() - t0 < 10
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with ray_cluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1) as address:
@@ -93,28 +106,30 @@ def test_embed_on_a_two_node_ray_cluster_equals_local(tmp_path, cluster):
     assert local == ray  # every embedding, the index and embedder.json: the same bytes
 
 
-def _pid_and_square(x):
-    import os
+# Runs in a fresh interpreter: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import, and this test
+# process must not import Ray with the Linux default (it would rewrite 127.0.0.1 and never reach the cluster).
+PROBE = """
+import json, os, sys
+import ray
+from stemsift.compute import Executor, shutdown
 
-    import torch
+def pid_threads_square(x):
+    import os, torch
     return os.getpid(), torch.get_num_threads(), x * x
 
+ex = Executor("ray", address=sys.argv[1], max_in_flight=3)
+out = ex.map(pid_threads_square, range(12))
+print(json.dumps({"out": out, "gpus": ex.gpus(), "nodes": len([n for n in ray.nodes() if n["Alive"]])}))
+shutdown()
+"""
 
-def test_ray_executor_order_threads_and_two_nodes(cluster, monkeypatch):
-    for k, v in RAY_ENV.items():
-        monkeypatch.setenv(k, v)
-    from ray import cloudpickle
 
-    from stemsift.compute import shutdown
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
-    ex = Executor("ray", address=cluster, max_in_flight=3)
-    try:
-        out = ex.map(_pid_and_square, range(12))
-        assert [r[2] for r in out] == [x * x for x in range(12)]  # input order kept with a window of 3
-        assert {r[1] for r in out} == {1}  # one torch thread per task
-        assert ex.gpus() == 0.0  # no GPU in this cluster: CPU tasks
-        import ray
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    finally:
-        shutdown()
+def test_ray_executor_order_threads_and_two_nodes(cluster):
+    env = {**os.environ, **RAY_ENV, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", PROBE, cluster], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r[2] for r in got["out"]] == [x * x for x in range(12)]  # input order kept with a window of 3
+    assert {r[1] for r in got["out"]} == {1}  # one torch thread per task
+    assert got["gpus"] == 0.0 and got["nodes"] == 2  # no GPU in this cluster: CPU tasks; head + worker node

@@ -65,6 +65,8 @@ class Executor:
         return float(self.gpus_per_task) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
     def _connect(self):
+        if "ray" not in sys.modules or not sys.modules["ray"].is_initialized():
+            self._check_reachable()
         if self.address is None and "ray" not in sys.modules:
             # A private instance serves this machine only: keep Ray's node IP on loopback (Linux would otherwise
             # use the public IP and listen on every interface).
@@ -83,6 +85,20 @@ class Executor:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ComputeError(f"compute.address={self.address!r}: cannot connect to Ray ({first})") from None
         return ray
+
+    def _check_reachable(self, timeout: float = 5.0) -> None:
+        """A host:port address nobody listens on fails here in one line (ray.init would retry for minutes)."""
+        import socket
+
+        addr = self.address or ""
+        if addr in ("", "auto", "local") or "://" in addr or ":" not in addr:
+            return
+        host, _, port = addr.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError) as e:
+            raise ComputeError(f"compute.address={addr!r}: no Ray head answers there ({e}); "
+                               "start one with `ray start --head` or fix the address") from None
 
     def _ray_imap(self, fn: Callable, items: Iterable[Any]) -> Iterator[Any]:
         ray = self._connect()
