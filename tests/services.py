@@ -78,12 +78,18 @@ def _group_alive(pgid: int) -> bool:
 
 def spawn(cmd: list[str], log: Path, env: dict | None = None, user: str | None = None,
           stdin=subprocess.DEVNULL) -> subprocess.Popen:
-    """Start cmd in a new session (its own process group), stdout+stderr to log."""
-    if user:
-        cmd = ["runuser", "-u", user, "--", *cmd]
+    """Start cmd in a new session (its own process group), stdout+stderr to log; as `user` if given (root only)."""
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=stdin,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, start_new_session=True, **as_user(user))
+
+
+def as_user(user: str | None) -> dict:
+    """Popen arguments that drop root to `user` (its own group, no supplementary groups)."""
+    if not user:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
 # ---------------------------------------------------------------- S3 (moto server mode)
@@ -135,7 +141,7 @@ def pg_bin(name: str) -> str | None:
 
 def pg_user() -> str | None:
     """PostgreSQL refuses to run as root: as root, run it as the `postgres` user (Debian's package creates it)
-    or else `nobody`; as any other user, run it as that user (None)."""
+    or else `nobody` (Popen's user/group: no runuser or sudo needed); as any other user, as that user (None)."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", "nobody"):
@@ -162,9 +168,9 @@ def postgres(workdir: Path, database: str = "mlflow") -> Iterator[str]:
     role = user or pwd.getpwuid(os.geteuid()).pw_name
     proc = None
     try:
-        run = ["runuser", "-u", user, "--"] if user else []
-        out = subprocess.run([*run, initdb, "-D", str(data), "-U", role, "--auth=trust", "-E", "UTF8",
-                              "--no-instructions"], capture_output=True, text=True, timeout=120)
+        out = subprocess.run([initdb, "-D", str(data), "-U", role, "--auth=trust", "-E", "UTF8",
+                              "--no-instructions"], capture_output=True, text=True, timeout=120,
+                             cwd=root, **as_user(user))
         if out.returncode:
             raise RuntimeError(f"initdb failed: {out.stderr.strip()[-800:]}")
         port = free_port()
@@ -210,7 +216,9 @@ def mlflow_server(workdir: Path, backend_uri: str, artifacts: str, s3_url: str) 
     on the S3 server; clients need no S3 credentials. Yields the tracking URI."""
     port = free_port()
     log = workdir / "mlflow-server.log"
-    env = {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # No job runner: its 7 huey consumer processes serve MLflow's GenAI jobs, which stemsift does not use.
+    env = {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_url, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = spawn([str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(port), "--workers", "2",
                   "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts], log, env=env)
     try:
