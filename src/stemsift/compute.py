@@ -48,14 +48,14 @@ class Executor:
         if self.kind not in EXECUTORS:
             raise ComputeError(f"compute.executor: unknown executor {self.kind!r} (use {', '.join(EXECUTORS)})")
 
-    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        """fn(item) for every item, yielded in input order."""
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], gpus: bool = True) -> Iterator[Any]:
+        """fn(item) for every item, yielded in input order; gpus=False: CPU tasks even on a GPU cluster."""
         if self.kind == "local":
             return (fn(item) for item in items)
-        return self._ray_imap(fn, items)
+        return self._ray_imap(fn, items, gpus)
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
-        return list(self.imap(fn, items))
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], gpus: bool = True) -> list:
+        return list(self.imap(fn, items, gpus))
 
     def gpus(self) -> float:
         """GPUs each task asks for: gpus_per_task when the cluster has any, else 0 (CPU tasks)."""
@@ -74,7 +74,7 @@ class Executor:
         try:
             import ray
         except ImportError:
-            raise ComputeError("compute.executor: ray is not installed (pip install 'ray[default]')") from None
+            raise ComputeError("compute.executor: ray is not installed (pip install -e '.[scale]')") from None
         if not ray.is_initialized():
             try:
                 # runtime_env: every task's worker gets one BLAS/OMP thread before numpy/torch import.
@@ -100,10 +100,11 @@ class Executor:
             raise ComputeError(f"compute.address={addr!r}: no Ray head answers there ({e}); "
                                "start one with `ray start --head` or fix the address") from None
 
-    def _ray_imap(self, fn: Callable, items: Iterable[Any]) -> Iterator[Any]:
+    def _ray_imap(self, fn: Callable, items: Iterable[Any], gpus: bool) -> Iterator[Any]:
         ray = self._connect()
-        task = ray.remote(_one_thread_call).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus(),
-                                                    max_retries=0)
+        # Ray's default retries re-run a task whose worker or node died (fn is pure); fn's own errors are raised.
+        task = ray.remote(_one_thread_call).options(num_cpus=self.cpus_per_task,
+                                                    num_gpus=self.gpus() if gpus else 0)
         fn_ref = ray.put(fn)  # shipped once, not once per task
         pending: deque = deque()
         for item in items:

@@ -19,9 +19,11 @@ INFO = "embedder.json"
 INDEX = "index.parquet"
 
 
-def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], executor=None) -> pd.DataFrame:
+def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], executor=None,
+                  device: str = "auto") -> pd.DataFrame:
     """Embed every stem of the given splits into ``folder`` (a fresh, temporary directory). Stems missing from
-    the memo are embedded by ``executor`` (stemsift.compute.Executor; None = in this process), one task each."""
+    the memo are embedded by ``executor`` (stemsift.compute.Executor; None = in this process), one task each;
+    Ray tasks run on a GPU when the cluster has one, unless ``device`` is 'cpu' (the embed.device param)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = embedder.config()
@@ -33,9 +35,9 @@ def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], 
     if executor is None or executor.kind == "local":
         results = (_embed(embedder, job) for job in jobs)
     else:  # each task rebuilds the embedder once per worker process from (name, options, device)
-        device = "cuda" if executor.gpus() > 0 else "cpu"
-        spec = (embedder.name, json.dumps(embedder.options, sort_keys=True), device)
-        results = executor.imap(functools.partial(embed_task, spec), jobs)
+        gpu = device != "cpu" and executor.gpus() > 0
+        spec = (embedder.name, json.dumps(embedder.options, sort_keys=True), "cuda" if gpu else "cpu")
+        results = executor.imap(functools.partial(embed_task, spec), jobs, gpus=gpu)
     for r, e in zip(todo, results):
         kept = shelf / f"{r.sha1}.npy"
         tmp = kept.with_name(f".{r.sha1}.{os.getpid()}.npy")

@@ -23,7 +23,7 @@ def run(params: dict):
     t0 = time.perf_counter()
     try:
         with atomic_dir(e.folder) as tmp:
-            index = embed_stemset(ss, embedder, tmp, list(e.splits), executor)
+            index = embed_stemset(ss, embedder, tmp, list(e.splits), executor, e.device)
     finally:
         shutdown()
     secs = time.perf_counter() - t0
