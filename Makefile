@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml requirements.txt
 	  command -v node >/dev/null && command -v npm >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    ffmpeg chromium fonts-dejavu-core $$(command -v npm >/dev/null || echo nodejs npm) >/dev/null)
+	@# postgresql: the MLflow-server test runs a throwaway cluster (initdb/postgres from /usr/lib/postgresql/*/bin).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -e '.[test]'

@@ -395,3 +395,22 @@ class ListenParams:
         _need(isinstance(self.cleaners, list), f"{where}.cleaners", "must be a list of cleaner names")
         _need(int(self.songs) >= 1, f"{where}.songs", "must be >= 1")
         _need(float(self.excerpt_s) > 0, f"{where}.excerpt_s", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    executor: str = "local"     # local (in-process loop) | ray (one Ray task per item; stemsift.compute)
+    address: str | None = None  # Ray address: auto | host:port | ray://host:10001; null = a private local Ray instance
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 1.0  # asked for only when the cluster reports GPUs (fractions share a GPU)
+    max_in_flight: int = 64     # tasks submitted at once (bounds the driver's memory)
+
+    def check(self, where: str) -> None:
+        from stemsift.compute import EXECUTORS
+
+        _need(self.executor in EXECUTORS, f"{where}.executor", f"unknown executor {self.executor!r} (use {', '.join(EXECUTORS)})")
+        _need(self.address is None or (isinstance(self.address, str) and self.address.strip() != ""),
+              f"{where}.address", "must be null or a Ray address (auto, host:port, ray://host:port)")
+        _need(isinstance(self.cpus_per_task, (int, float)) and self.cpus_per_task > 0, f"{where}.cpus_per_task", "must be > 0")
+        _need(isinstance(self.gpus_per_task, (int, float)) and self.gpus_per_task >= 0, f"{where}.gpus_per_task", "must be >= 0")
+        _need(isinstance(self.max_in_flight, int) and self.max_in_flight >= 1, f"{where}.max_in_flight", "must be an integer >= 1")
