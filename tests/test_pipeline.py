@@ -100,7 +100,7 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert run["status"] == "FINISHED" and "sdr_avg" in run["metrics"] and run["params"]["train.seeds"] == "[0]"
     assert len(run["history"]["train_loss"]) == 2 and any(p.endswith("vocals.pth") for p in run["artifacts"])
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
-    # cleaners: every one scored every training stem; the default (fad at r=0.75) filtered 6 of 8 songs
+    # cleaners: every one scored every training stem
     cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
     assert set(cleaning) == {"random", "fad", "leak", "loss", "unlearning", "blind", "mlp", "confident", "selfrefine", "hybrid"}
     assert cleaning["unlearning"]["cost"]["ratio_to_training"] > 0  # attribution time vs one baseline training
@@ -110,7 +110,8 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
         songs = pd.read_parquet(a / "data" / "scores" / f"scores-{c}.parquet").groupby("track_id").song_score.first()
         expect = roc_auc_score([t in bad for t in songs.index], -songs.to_numpy())
         assert cleaning[c]["song_auc"]["all"] == round(float(expect), 4), c
-    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[6, 6 * 8 * 4]]
+    n_cleaners = len(cleaning)
+    assert query(db, "SELECT count(DISTINCT cleaner) AS c, count(*) AS n FROM scores").values.tolist() == [[n_cleaners, n_cleaners * 8 * 4]]
     # self-refining: Ψ_0 and Ψ_1 probabilities for every stem, the classifier table, the refined training set
     assert query(db, "SELECT count(*) AS n FROM refined_labels").n[0] == 2 * 8 * 4
     assert query(db, "SELECT count(*) AS n FROM labels WHERE kind = 'refined'").n[0] == 2 * 8 * 4
@@ -131,9 +132,11 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     # the full unlearning matrix: 8 training songs x 2 reference songs x 4 targets
     assert query(db, "SELECT count(*) AS n FROM attribution").n[0] == 8 * 2 * 4
     filt = json.loads((a / "metrics" / "filter.json").read_text())
-    assert filt["cleaned_songs"] == 6 and filt["baseline_songs"] == 8
+    # the default blind cleaner at filter.ratio=auto: 8 songs are too few for a mixture -> warned, all kept
+    assert filt["cleaned_songs"] == 8 and filt["baseline_songs"] == 8 and filt["cleaner"] == "blind"
+    assert filt["auto_method"] == "gmm" and filt["ratio"] == 1.0 and "too few" in filt["auto_warning"]
     _sh("stemsift validate data/filtered", a)
-    assert len(list((a / "data" / "filtered" / "train").iterdir())) == 6
+    assert len(list((a / "data" / "filtered" / "train").iterdir())) == 8
 
     b = make_copy(tmp_path / "b")  # an independent copy: same params -> same data hashes
     _sh("dvc repro prepare contaminate", b)
@@ -162,7 +165,7 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     table = pd.read_csv(a / "metrics" / "sweep.csv")
     assert {("mlp", 0.5), ("random", 0.5), ("confident", 0.5)} == set(zip(table.cleaner, table.ratio)), sweep
     assert (a / "metrics" / "sweep" / "mlp.csv").is_file()
-    assert "cleaned_songs" in _sh("dvc metrics diff --all", a)  # workspace (mlp, r=0.5) vs HEAD (fad, r=0.75)
+    assert "cleaned_songs" in _sh("dvc metrics diff --all", a)  # workspace (mlp, r=0.5) vs HEAD (blind, auto)
 
     # another project pulls the filtered stem set of a tagged version through a local DVC remote
     _sh(f"dvc remote add -d store {tmp_path / 'remote'} && dvc push -q && git add -A && git commit -qm remote "
