@@ -24,3 +24,29 @@ def test_collect_reads_experiments_not_commits():
     row = table.set_index("cleaner").loc["mlp"]
     assert row.ratio == 0.5 and row.sdr_cleaned == 2.4 and row.song_auc == 0.84 and abs(row.gain_db - 0.4) < 1e-9
     assert row.seeds == 1 and row.clean_share == 0.7
+
+
+def test_detection_writes_every_cleaner_per_preset(tmp_path):
+    """`stemsift detection` (after `make detect`): the newest finished experiment per contamination preset."""
+    import json
+
+    from stemsift.sweep import detection
+
+    def exp(name, preset, auc):
+        e = _exp(name, "fad", 0.75, 2.0, auc)
+        e["revs"][0]["data"]["params"]["params.yaml"]["data"]["contaminate"] = {"preset": preset}
+        return e
+
+    shown = [{"rev": "c0ffee", "name": "main", "data": {},
+              "experiments": [exp("detect-effects", "effects", 0.76), exp("old-effects", "effects", 0.5),
+                              exp("detect-mixed25", "mixed25", 0.9)]}]
+    found = detection(shown, tmp_path)
+    assert set(found) == {"effects", "mixed25"} and found["effects"]["experiment"] == "detect-effects"
+    saved = json.loads((tmp_path / "effects.json").read_text())
+    assert saved["cleaners"]["fad"]["song_auc"]["all"] == 0.76 and saved["preset"] == "effects"
+    try:
+        detection([], tmp_path)
+    except ValueError as e:
+        assert "make detect" in str(e)
+    else:
+        raise AssertionError("no experiment must fail in one line")
