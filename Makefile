@@ -68,7 +68,7 @@ detect: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 detect: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
 detect: setup
 	@for p in $(DETECT_PRESETS); do \
-	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --temp -f -n detect-$$p -S contaminate.preset=$$p $(DETECT_ARGS) score || exit 1; done
+	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --temp -n detect-$$p -S contaminate.preset=$$p $(DETECT_ARGS) score || exit 1; done
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift detection
 
 # A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
