@@ -9,22 +9,21 @@ import pytest
 import torch
 from scipy.signal import butter, lfilter
 
-from stemsift import LABELS
 from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
 from stemsift.clean.fusion import fuse
 from stemsift.clean.leak import song_leak
-from stemsift.clean.unlearning import UnlearningConfig, gradient_mode, song_gradient, song_segments
+from stemsift.clean.unlearning import gradient_mode, song_gradient
 from stemsift.embed import get_embedder
 from stemsift.embed.cache import EmbeddingStore, embed_stemset
-from stemsift.separate.model import ModelConfig, build, save, spectrogram
+from stemsift.separate.model import build, save, spectrogram
 from stemsift.stages.score import scoring_order
 from stemsift.stemset import StemSetWriter
 
 from conftest import make_stems
+from test_unlearning import TINY, tiny_models
 
 SR = 8000
 MEL = {"sample_rate": SR, "n_fft": 512, "hop": 256, "n_mels": 32}
-TINY = ModelConfig(sample_rate=SR, n_fft=256, n_hop=64, hidden_size=16, nb_layers=1, nb_channels=1)
 SWAPPED, BLED, MERGED = "train-00", "train-01", "train-02"
 DEFECTIVE = {(SWAPPED, "vocals"), (SWAPPED, "bass"), (BLED, "vocals"), (MERGED, "other")}
 
@@ -61,23 +60,7 @@ def build_set(root):
 
 def tiny_baseline(ss, folder, steps: int = 200):
     """Four tiny Open-Unmix models trained on the set's own songs (the baseline the loss cleaner reads)."""
-    torch.manual_seed(0)
-    spec = spectrogram(TINY)
-    segs = [song_segments(ss.load_track(t), UnlearningConfig(segments=2, seq_dur=0.5), SR) for t in ss.track_ids("train")]
-    mix = torch.cat([m for m, _ in segs])
-    frames = spec(mix).mean(1).permute(0, 2, 1).reshape(-1, TINY.nb_bins).double()
-    models = {}
-    for t in LABELS:
-        m = build(TINY, frames.mean(0).numpy(), np.maximum(frames.std(0).numpy(), 1e-4))
-        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-        target = torch.cat([y[t] for _, y in segs])
-        for _ in range(steps):
-            loss = torch.nn.functional.mse_loss(m(spec(mix)), spec(target))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        models[t] = m.eval()
-    save(models, TINY, folder / "seed0")
+    save(tiny_models({t: ss.load_track(t) for t in ss.track_ids("train")}, steps), TINY, folder / "seed0")
     return folder
 
 
