@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from stemsift.params import TRAIN_SETS
+from stemsift.separate.paired import paired_delta
 from stemsift.separate.evaluate import EVAL_DIR
 from stemsift.stemset import atomic_file
 
@@ -68,14 +71,23 @@ def run(params: dict) -> dict:
         with atomic_file(COST) as tmp:
             tmp.write_text(json.dumps(cost, indent=2) + "\n")
         print(f"cleaning pipeline ({cleaner}): {cost['total_s']:.0f} s = {cost['x_baseline']}x one baseline training")
+    base_csv = EVAL_DIR / "baseline.csv"
+    if base_csv.is_file():  # each set against the baseline, song by song: mean difference and its 95% interval
+        base = pd.read_csv(base_csv)
+        paired = {n: paired_delta(pd.read_csv(EVAL_DIR / f"{n}.csv"), base) for n in results
+                  if n != "baseline" and (EVAL_DIR / f"{n}.csv").is_file()}
+        table["paired_vs_baseline"] = {n: p for n, p in paired.items() if p is not None}
     with atomic_file(OUT) as tmp:
         tmp.write_text(json.dumps(table, indent=2) + "\n")
-    print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other   (± = sample std, ddof 1)")
+    print(f"{'set':10s} {'SDR avg':>8s} {'± seeds':>8s}  vocals   bass  drums  other   paired Δ vs baseline [95% CI]")
     for n in results:
         r = table[n]
         std = r.get("sdr_avg_std")
         print(f"{n:10s} {r['sdr_avg']:8.2f} {'—' if std is None else f'{std:.2f}':>8s}  " +
-              " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")))
+              " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")) +
+              (f"   {p['delta_db']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] over {p['pairs']} song-seed pairs"
+               if (p := table.get("paired_vs_baseline", {}).get(n)) else ""))
+    print("± = sample std over seeds (ddof 1); paired: per-song differences, bootstrap over songs and seeds")
     for k in ("gain_db", "gain_refined_db", "oracle_gap_db", "gap_closed", "gap_closed_refined"):
         if k in table:
             print(f"{k}: {table[k]}")
