@@ -18,7 +18,7 @@ $(NODE): package.json package-lock.json $(STAMP)
 # ffmpeg: stempeg reads .stem.mp4 through it, and `import museval` needs ffmpeg/ffprobe on PATH.
 # chromium + node/npm: the listening report's tests drive Debian's chromium with playwright-core (npm, into
 # ./node_modules; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: no browser build is downloaded).
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml requirements.txt constraints.txt
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null && command -v chromium >/dev/null && \
 	  command -v node >/dev/null && command -v npm >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements.txt
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt -e '.[test]'
 	@# tinysoundfont declares pyaudio (playback only), which does not build here.
 	$(BIN)/python -m pip install -q --no-deps tinysoundfont==0.3.7
 	$(BIN)/dvc config core.analytics false
