@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,14 @@ class StemView:
     embeddings: Callable[[str], np.ndarray] | None = None  # stem sha1 -> (frames, dim)
     sample_rate: int = 0
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # cleaner -> its table, for fusion cleaners
+    executor: Any = None  # stemsift.compute.Executor for per-song / per-stem work; None = this process
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
+        """fn(item) for every item, in order: here, or as tasks of the `compute` executor (Ray). ``fn`` must be a
+        module-level function (or a functools.partial of one) so it can travel to another process."""
+        if self.executor is None or self.executor.kind == "local":
+            return [fn(item) for item in items]
+        return self.executor.map(fn, items, gpus=False)
 
     @classmethod
     def of(cls, ss: StemSet, embeddings: Callable[[str], np.ndarray] | None = None) -> "StemView":

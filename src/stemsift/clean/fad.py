@@ -7,6 +7,8 @@ identity first.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -45,16 +47,23 @@ REFERENCES = ("pooled", "nearest")
 CALIBRATIONS = ("median", "reference")
 
 
-def reference_distances(stems: list[np.ndarray], refs: list[np.ndarray], reference: str, k: int,
-                        shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+def stem_distance(frames: np.ndarray, refs: list[tuple[np.ndarray, np.ndarray]], k: int, shrinkage: float) -> float:
+    """One stem's FAD to the reference Gaussians: to the single pooled one, or the mean of its k smallest."""
+    g = gaussian(frames, shrinkage)
+    return float(np.sort([frechet_distance(*g, *r) for r in refs])[:k].mean())
+
+
+def reference_distances(stems, refs: list[np.ndarray], reference: str, k: int,
+                        shrinkage: float, map_fn=None) -> tuple[np.ndarray, np.ndarray]:
     """FAD of every stem to the reference stems of its label, and the same for each reference stem left out
     of its own reference (the spread clean stems of this label show). ``pooled``: one Gaussian of all
     reference frames (fadtk); ``nearest``: the mean FAD to the k closest reference stems, so a stem is compared
     with clean stems of a similar instrument rather than with the label's whole variety."""
+    map_fn = map_fn or (lambda fn, items: [fn(x) for x in items])  # or StemView.map: tasks of the executor
     ref_g = [gaussian(e, shrinkage) for e in refs]
     if reference == "pooled":
         pooled = gaussian(np.concatenate(refs), shrinkage)
-        fad = np.array([frechet_distance(*gaussian(e, shrinkage), *pooled) for e in stems])
+        fad = np.array(map_fn(partial(stem_distance, refs=[pooled], k=1, shrinkage=shrinkage), stems))
         loo = np.array([frechet_distance(*ref_g[i], *gaussian(np.concatenate(refs[:i] + refs[i + 1:]), shrinkage))
                         for i in range(len(refs))]) if len(refs) > 1 else np.ones(1)
         return fad, loo
@@ -62,8 +71,7 @@ def reference_distances(stems: list[np.ndarray], refs: list[np.ndarray], referen
     pair = np.array([[frechet_distance(*ref_g[i], *ref_g[j]) if i != j else np.inf for j in range(len(refs))]
                      for i in range(len(refs))])
     loo = np.sort(pair, axis=1)[:, :kk].mean(axis=1) if len(refs) > 1 else np.ones(1)
-    fad = np.array([np.sort([frechet_distance(*gaussian(e, shrinkage), *g) for g in ref_g])[:kk].mean()
-                    for e in stems])
+    fad = np.array(map_fn(partial(stem_distance, refs=ref_g, k=kk, shrinkage=shrinkage), stems))
     return fad, loo
 
 
@@ -89,8 +97,8 @@ class FadCleaner(Cleaner):
             refs = view.embed(view.reference[view.reference.label == label])
             if not refs:
                 raise CleanerError(f"fad: no reference stem labelled {label!r} to compare with")
-            fad, loo = reference_distances(view.embed(view.train.iloc[rows]), refs, o["reference"], int(o["k"]),
-                                           float(o["shrinkage"]))
+            stems = (view.embeddings(sha) for sha in view.train.sha1.iloc[rows])  # loaded as tasks are sent
+            fad, loo = reference_distances(stems, refs, o["reference"], int(o["k"]), float(o["shrinkage"]), view.map)
             if o["calibration"] == "median":
                 scores[rows] = -fad
             else:  # z of log FAD against the reference stems' own leave-one-out FADs of this label

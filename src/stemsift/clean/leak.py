@@ -14,6 +14,8 @@ song scores (filter.ratio: auto) sees one clean population rather than a long ta
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 from scipy.signal import stft
@@ -54,7 +56,9 @@ def pair_coherence(spectra: dict[str, np.ndarray], floor_db: float) -> pd.DataFr
 
 
 def song_leak(stems: dict[str, np.ndarray], n_fft: int = 2048, hop: int = 512, floor_db: float = -60.0) -> dict[str, float]:
-    """label -> the largest mean coherence of that stem with any other stem of the song."""
+    """label -> the largest mean coherence of that stem with any other stem of the song (0 for a lone stem)."""
+    if len(stems) < 2:
+        return {lb: 0.0 for lb in stems}
     pairs = pair_coherence(stem_spectra(stems, n_fft, hop), floor_db)
     both = pd.concat([pairs.rename(columns={"a": "stem"}), pairs.rename(columns={"b": "stem"})])
     best = both.groupby("stem").msc.max()
@@ -71,14 +75,11 @@ class LeakCleaner(Cleaner):
         o = self.options
         if int(o["n_fft"]) < 16 or not 0 < int(o["hop"]) <= int(o["n_fft"]):
             raise CleanerError(f"leak.n_fft / leak.hop: need n_fft >= 16 and 0 < hop <= n_fft (got {o['n_fft']}, {o['hop']})")
-        scores = {}
-        for tid, rows in view.train.groupby("track_id", sort=False):
-            if len(rows) < 2:  # a song with one stem has nothing to leak from
-                scores.update({(tid, lb): -np.log10(FLOOR) for lb in rows.label})
-                continue
-            stems = {lb: view.load_audio(tid, lb) for lb in rows.label}
-            for lb, msc in song_leak(stems, int(o["n_fft"]), int(o["hop"]), float(o["floor_db"])).items():
-                scores[(tid, lb)] = -np.log10(msc + FLOOR)
+        songs = [(tid, list(rows.label)) for tid, rows in view.train.groupby("track_id", sort=False)]
+        audio = ({lb: view.load_audio(tid, lb) for lb in labels} for tid, labels in songs)  # read as tasks are sent
+        per_song = view.map(partial(song_leak, n_fft=int(o["n_fft"]), hop=int(o["hop"]), floor_db=float(o["floor_db"])),
+                            audio)
+        scores = {(tid, lb): -np.log10(msc + FLOOR) for (tid, _), leaks in zip(songs, per_song) for lb, msc in leaks.items()}
         return np.array([scores[(t, lb)] for t, lb in zip(view.train.track_id, view.train.label)])
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:

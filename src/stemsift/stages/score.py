@@ -13,7 +13,8 @@ from stemsift.catalogue import TRUTH
 from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
 from stemsift.clean.metrics import detection
 from stemsift.embed.cache import EmbeddingStore
-from stemsift.params import ContaminateParams, EmbedParams, ScoreParams, TrainParams, params_hash, stage_params
+from stemsift.compute import executor_from_params, shutdown
+from stemsift.params import ComputeParams, ContaminateParams, EmbedParams, ScoreParams, TrainParams, params_hash, stage_params
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 
 METRICS = Path("metrics/cleaning.json")
@@ -47,6 +48,7 @@ def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Pat
     s = stage_params(params, "score", ScoreParams)
     store = EmbeddingStore(embeddings) if embeddings is not None else None
     view = StemView.of(ss, store)
+    view.executor = executor_from_params(stage_params(params, "compute", ComputeParams))  # where per-song work runs
     out, results = {}, {}
     for name in scoring_order(params, names, s.seed):
         cleaner = get_cleaner(name, cleaner_options(params, name), seed=s.seed)
@@ -80,7 +82,10 @@ def run(params: dict) -> dict[str, pd.DataFrame]:
     if unknown := [n for n in names if n not in REGISTRY]:
         raise CleanerError(f"score.cleaners: unknown cleaner {unknown[0]!r} (available: {', '.join(sorted(REGISTRY))})")
     needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in scoring_order(params, names, s.seed))
-    tables, results = score_all(ss, params, names, e.folder if needs_embeddings else None)
+    try:
+        tables, results = score_all(ss, params, names, e.folder if needs_embeddings else None)
+    finally:
+        shutdown()  # a Ray connection, when compute.executor is ray
     with atomic_dir(s.out) as tmp:
         for name, table in tables.items():
             table.drop(columns="seconds").to_parquet(tmp / f"scores-{name}.parquet", index=False)
