@@ -95,6 +95,12 @@ class Cleaner(ABC):
         return {"cleaner": self.name, "seed": self.seed, **self.options}
 
 
+def robust_z(x: pd.Series) -> pd.Series:
+    """(x - median) / (1.4826 MAD): a z-score a few corrupt stems cannot drag (shared by loss and fusion)."""
+    mad = 1.4826 * (x - x.median()).abs().median()
+    return (x - x.median()) / (mad if mad > 0 else (x.std(ddof=1) or 1.0))
+
+
 REGISTRY: dict[str, type[Cleaner]] = {}
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stemsift.clean.base import Cleaner, CleanerError, StemView, register
-from stemsift.clean.loss import robust_z
+from stemsift.clean.base import Cleaner, CleanerError, StemView, register, robust_z
 
 FUSIONS = ("rank_mean", "max_z")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stemsift.clean.base import Cleaner, CleanerError, StemView, register
+from stemsift.clean.base import Cleaner, CleanerError, StemView, register, robust_z
 from stemsift.clean.baseline import ViewSongs, baseline_folder
 from stemsift.clean.frames import single_thread
 from stemsift.clean.unlearning import song_segments
@@ -31,12 +31,6 @@ EPS = 1e-8
 class Segments:
     segments: int = 6
     seq_dur: float = 3.0
-
-
-def robust_z(x: pd.Series) -> pd.Series:
-    """(x - median) / (1.4826 MAD): a z-score a few corrupt stems cannot drag."""
-    mad = 1.4826 * (x - x.median()).abs().median()
-    return (x - x.median()) / (mad if mad > 0 else (x.std(ddof=1) or 1.0))
 
 
 @torch.inference_mode()
