@@ -108,3 +108,27 @@ def test_report_gain_and_gap_closed():
     table = compare({"baseline": {"sdr_avg": 4.0}, "cleaned": {"sdr_avg": 4.5}, "oracle": {"sdr_avg": 5.0}})
     assert table["gain_db"] == 0.5 and table["oracle_gap_db"] == 1.0 and table["gap_closed"] == 0.5
     assert compare({"baseline": {"sdr_avg": 4.0}, "cleaned": {"sdr_avg": 4.0}, "oracle": {"sdr_avg": 4.0}})["gap_closed"] is None
+
+
+def test_seeds_trained_in_parallel_workers_equal_the_serial_ones(stemset, tmp_path):
+    from stemsift.separate.jobs import SeedJob, fit_all
+
+    train = stemset.track_ids("train")
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, seq_dur=0.5, stats_batches=1)
+    jobs = lambda where: [SeedJob(root=str(stemset.root), selection=given_selection(stemset.stems, train),  # noqa: E731
+                                  tracks=train, cfg=TINY, tc=cfg, seed=s, device="cpu", folder=str(tmp_path / where / f"s{s}"),
+                                  valid_segments=1) for s in (0, 1)]
+    threads = torch.get_num_threads()
+    fit_all(jobs("serial"), workers=1, threads=1)
+    assert torch.get_num_threads() == threads  # the in-process path restores the thread count
+    fit_all(jobs("parallel"), workers=2, threads=1)
+    for s in (0, 1):
+        a, _, meta = sepmodel.load(tmp_path / "serial" / f"s{s}")
+        b, _, _ = sepmodel.load(tmp_path / "parallel" / f"s{s}")
+        assert meta["threads"] == 1 and meta["seed"] == s
+        for t in LABELS:
+            for x, y in zip(a[t].state_dict().values(), b[t].state_dict().values()):
+                assert torch.equal(x, y)
+    one, _, _ = sepmodel.load(tmp_path / "serial" / "s1")
+    zero, _, _ = sepmodel.load(tmp_path / "serial" / "s0")
+    assert not torch.equal(next(iter(one["bass"].state_dict().values())), next(iter(zero["bass"].state_dict().values())))

@@ -309,6 +309,8 @@ class TrainParams:
     labels: str = "given"       # labels of the `cleaned` set: given | refined (the refine stage's rule)
     method: str = "supervised"  # method of the `cleaned` set: supervised | mixit (mixtures of mixtures only)
     mixit: MixITParams = field(default_factory=MixITParams, metadata={"block": MixITParams})
+    workers: int = 2            # seeds trained at once (spawned processes); results do not depend on it
+    threads: int | None = 1     # torch threads per training (null: torch's default); part of the result
     out: str = "models"
 
     def check(self, where: str) -> None:
@@ -323,6 +325,9 @@ class TrainParams:
         _need(float(self.seq_dur) > 0, f"{where}.seq_dur", "must be > 0 seconds")
         _need(self.labels in ("given", "refined"), f"{where}.labels", "must be given or refined")
         _need(self.method in ("supervised", "mixit"), f"{where}.method", "must be supervised or mixit")
+        _need(isinstance(self.workers, int) and self.workers >= 1, f"{where}.workers", "must be an integer >= 1")
+        _need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), f"{where}.threads",
+              "must be null or an integer >= 1")
 
 
 @dataclass(frozen=True)

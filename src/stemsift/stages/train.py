@@ -3,24 +3,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pandas as pd
 
 from stemsift import memo
-from stemsift import LABELS
-from stemsift.classify import model as clsmodel
-from stemsift.classify.model import probability_fn
 from stemsift.params import (TRAIN_SETS, ContaminateParams, FilterParams, MixITParams, RefineParams, SelectParams,
                              TrainParams, params_hash, stage_params)
 from stemsift.separate.mixit import MixITConfig
-from stemsift.separate.mixit_model import save_mixit
-from stemsift.separate.mixit_train import train_mixit
 from stemsift.separate import model as sepmodel
-from stemsift.separate.data import StemPool, fixed_segments
+from stemsift.separate.jobs import SeedJob, fit_all
 from stemsift.separate.selection import check_drawable, refined_selection, summary, typed
-from stemsift.separate.train import TrainConfig, train_separator
+from stemsift.separate.train import TrainConfig
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 from stemsift.classify.refine import classifier_for, read_final_sets
 from stemsift.tracking import TrainingRun, dvc_out_hash, runs_file
@@ -57,7 +52,6 @@ def run(params: dict, set_name: str) -> dict:
     cfg = sepmodel.preset(t.model, hidden_size=t.hidden_size, nb_layers=t.nb_layers, nb_channels=ss.channels)
     device = sepmodel.resolve_device(t.device)
     tc = train_config(t)
-    seq_len = int(round(tc.seq_dur * cfg.sample_rate))
     plain = {k: v for k, v in params.items() if not k.startswith("_")}
     labels = "refined" if set_name == "refined" or (set_name == "cleaned" and t.labels == "refined") else "given"
     tags = {"train_set": set_name, "labels": labels, "stemset": root, "stemset_hash": dvc_out_hash(root) or "unknown",
@@ -68,42 +62,33 @@ def run(params: dict, set_name: str) -> dict:
     tags["method"] = method
     psi = classifier_for(t.mixit.classifier, refine_out) if method == "mixit" and t.mixit.semantic > 0 else None
     # labels and method enter the key only through what they change (selection, method's own block)
-    memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device", "labels", "method", "mixit")},
+    memo_base = {"train": {k: v for k, v in asdict(t).items() if k not in ("seeds", "out", "device", "labels", "method", "mixit",
+                                                                            "workers")},
                  "method": method, "mixit": asdict(t.mixit) if method == "mixit" else None,
                  "classifier": memo.files_sha1(psi) if psi else None,
                  "model": asdict(cfg), "device": str(device), "selection": kept.astype(str).values.tolist(),
                  "stems": ss.stems[ss.stems.track_id.isin(songs)].sha1.tolist(),
                  "code": memo.code_key(__name__)}  # this stage + every stemsift module it imports
-    pool = valid = None
     report: dict = {"songs": summary(sel)["songs"], "seeds": len(t.seeds)}
-    runs = {}
+    runs, keys, jobs = {}, {}, {}
     with atomic_dir(Path(t.out) / set_name) as tmp:
+        for seed in t.seeds:  # identical trainings come from the memo; the rest train t.workers at a time
+            folder, keys[seed] = tmp / f"seed{seed}", memo.key({**memo_base, "seed": seed})
+            if (cached := memo.lookup("train", keys[seed])) is not None:  # same stems, params, seed: same model
+                shutil.copytree(cached, folder)
+            else:
+                jobs[seed] = SeedJob(root=root, selection=sel, tracks=sorted(set(kept.track_id)), cfg=cfg, tc=tc,
+                                     seed=seed, device=str(device), folder=str(folder), valid_segments=t.valid_segments,
+                                     method=method, mixit=mixit_config(t.mixit) if method == "mixit" else None,
+                                     psi=str(psi) if psi else None)
+        fit_all(list(jobs.values()), t.workers, t.threads)
         for seed in t.seeds:
-            folder, mkey = tmp / f"seed{seed}", memo.key({**memo_base, "seed": seed})
+            folder = tmp / f"seed{seed}"
+            if seed in jobs:
+                memo.store("train", keys[seed], folder)
             with TrainingRun(f"{set_name}-seed{seed}", params=plain, tags={**tags, "seed": seed}) as run:
-                if (cached := memo.lookup("train", mkey)) is not None:  # same stems, params, seed: same model
-                    shutil.copytree(cached, folder)
+                if seed not in jobs:
                     run.mlflow.set_tag("reused_identical_training", "true")
-                else:
-                    if pool is None:
-                        pool = StemPool(ss, sorted(set(kept.track_id)), cfg.sample_rate, cfg.nb_channels)
-                        valid = fixed_segments(ss, ss.track_ids("reference"), cfg.sample_rate, seq_len,
-                                               t.valid_segments, cfg.nb_channels)
-                    if method == "mixit":  # song mixtures only: the stems and their labels are never used
-                        # one network for all targets: as many gradient steps as the four supervised models together
-                        mtc = replace(tc, steps_per_epoch=tc.steps_per_epoch * len(LABELS))
-                        res = train_mixit(pool, sorted(set(kept.track_id)), valid[LABELS[0]][0], cfg, mtc,
-                                          mixit_config(t.mixit), seed, device,
-                                          classifier=probability_fn(clsmodel.load(psi, str(device)), cfg.sample_rate) if psi else None)
-                        save_mixit(res.model, cfg, t.mixit.outputs, folder, {
-                            "seed": seed, "best_epoch": {"mixit": res.best_epoch}, "best_valid": {"mixit": res.best_valid},
-                            "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
-                    else:
-                        res = train_separator(pool, sel, valid, cfg, tc, seed, device)
-                        sepmodel.save(res.models, cfg, folder, {
-                            "seed": seed, "best_epoch": res.best_epoch, "best_valid": res.best_valid,
-                            "history": res.history, "steps": res.steps, "seconds": round(res.seconds, 2)})
-                    memo.store("train", mkey, folder)
                 meta = json.loads((folder / "separator.json").read_text())
                 for row in meta["history"]:
                     run.log_epoch(row["epoch"], **{k: v for k, v in row.items() if k != "epoch"})
@@ -112,9 +97,9 @@ def run(params: dict, set_name: str) -> dict:
                                  "train_steps": meta["steps"]})
                 run.log_model_dir(folder)
                 runs[str(seed)] = {"mlflow_run_id": run.run_id, "seconds": meta["seconds"], "steps": meta["steps"],
-                                   "epochs": len(meta["history"]), "reused": cached is not None, **tags}
+                                   "epochs": len(meta["history"]), "reused": seed not in jobs, **tags}
             report[f"valid_loss_seed{seed}"] = round(valid_loss, 5)
-            how = "reused an identical training" if cached is not None else f"{meta['steps']} steps in {meta['seconds']:.0f} s"
+            how = "reused an identical training" if seed not in jobs else f"{meta['steps']} steps in {meta['seconds']:.0f} s"
             print(f"train@{set_name} seed {seed}: {how}, best valid loss {valid_loss:.5f} (epochs {meta['best_epoch']})")
     report["seconds_per_run"] = round(sum(r["seconds"] for r in runs.values()) / len(runs), 1)
     with atomic_file(runs_file(set_name)) as tmp:
