@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep detect exps exps-refine clean-data
+.PHONY: setup demo test test-fast bench smoke sweep detect evidence exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -70,6 +70,14 @@ detect: setup
 	@for p in $(DETECT_PRESETS); do \
 	  PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --temp -n detect-$$p -S contaminate.preset=$$p $(DETECT_ARGS) score || exit 1; done
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift detection
+
+# Table 1 (mixed) and Table 2 (effects): the evidence.scale grid (params.yaml) as queued DVC experiments, read back
+# song by song -> metrics/evidence.json, metrics/evidence/<preset>.csv. Resumable: finished experiments are skipped.
+# EVIDENCE_SCALE=gpu for the full grid (on a GPU machine), tiny for a smoke run.
+evidence: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+evidence: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
+evidence: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift evidence $(if $(EVIDENCE_SCALE),--scale $(EVIDENCE_SCALE))
 
 # A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$

@@ -85,6 +85,12 @@ def _detection(args) -> None:
     sweep.detection()
 
 
+def _evidence(args) -> None:
+    from stemsift import evidence
+
+    evidence.run(load_params(args.params), args.scale, args.collect_only)
+
+
 def _sweep(args) -> None:
     from stemsift import sweep
 
@@ -114,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_export)
     sp = sub.add_parser("detection", help="every cleaner's detection per contamination preset (`make detect`) -> metrics/detection/<preset>.json")
     sp.set_defaults(func=_detection)
+    sp = sub.add_parser("evidence", help="Table 1/2: the evidence.scale grid as DVC experiments -> metrics/evidence.json")
+    sp.add_argument("--scale", help="a key of evidence.scales (default: evidence.scale)")
+    sp.add_argument("--collect-only", action="store_true", help="only read the finished experiments back")
+    sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sp.set_defaults(func=_evidence)
     sp = sub.add_parser("sweep", help="collect a cleaner x keep-ratio sweep from `dvc exp show` into metrics/sweep*.csv")
     sp.set_defaults(func=_sweep)
     sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")
