@@ -16,7 +16,7 @@ import pytest
 
 from conftest import make_stems
 from stemsift import LABELS
-from stemsift.separate.evaluate import (COLUMNS, bsseval_track, score_track, score_tracks, summarize,
+from stemsift.separate.evaluate import (COLUMNS, bsseval_track, score_track, museval_pool, score_tracks, summarize,
                                         utterance_sdr)
 
 SR = 8000
@@ -122,6 +122,9 @@ def test_parallel_equals_serial_exactly(tracks, scored):
     # bitwise, NaN/inf included
     assert np.array_equal(par.sdr.to_numpy().view(np.int64), ser.sdr.to_numpy().view(np.int64))
     assert np.array_equal(par.sdr_utt.to_numpy().view(np.int64), ser.sdr_utt.to_numpy().view(np.int64))
+    with museval_pool(2) as pool:  # one pool shared by several calls (evaluate: every chunk of test songs)
+        first, second = (score_tracks(iter([t]), SR, workers=2, pool=pool) for t in sub)
+    pd.testing.assert_frame_equal(pd.concat([second, first], ignore_index=True), ser, check_exact=True)
 
 
 def test_silent_reference_matches_museval_framewise_rule(monkeypatch):

@@ -33,7 +33,9 @@ TINY_REFINE = {"steps": 60, "batch_size": 8, "iterations": 1}
 def _sh(cmd, cwd):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, shell=True)
+    print(f"[{time.perf_counter() - t0:6.1f} s] {cmd}")  # where an end-to-end test's time goes (pytest -s / --durations)
     assert out.returncode == 0, f"{cmd}\n{out.stdout}\n{out.stderr}"
     return out.stdout
 

@@ -4,12 +4,14 @@ detection AUC versus r (`dvc plots show`)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 OUT = Path("metrics/sweep.csv")
+EVIDENCE_NAME = re.compile(r"^ev[0-9a-f]{6}-")
 PER_CLEANER = Path("metrics/sweep")
 COLUMNS = ["experiment", "cleaner", "variant", "ratio", "mode", "seeds", "song_auc", "stem_auc", "clean_share", "clean_kept",
            "sdr_cleaned", "sdr_baseline", "sdr_oracle", "gain_db", "gap_closed"]
@@ -47,7 +49,8 @@ def row(name: str, data: dict) -> dict | None:
 
 
 def collect(exp_show: list) -> pd.DataFrame:
-    rows = [r for name, data in _entries(exp_show) if (r := row(name, data))]
+    # `make evidence` experiments evaluate only their own sets: their separation.json is the parent's, never a row
+    rows = [r for name, data in _entries(exp_show) if not EVIDENCE_NAME.match(name) and (r := row(name, data))]
     table = pd.DataFrame(rows, columns=COLUMNS).drop_duplicates(subset=["cleaner", "variant", "ratio", "mode", "seeds"], keep="first")
     return table.sort_values(["cleaner", "variant", "mode", "ratio"], na_position="first").reset_index(drop=True)
 

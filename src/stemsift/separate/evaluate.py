@@ -178,12 +178,19 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df.astype({"track_id": str, "target": str, "sdr": "float64", "sdr_utt": "float64", "frames": "int64"})
 
 
-def score_tracks(items: Iterable[tuple[str, dict, dict]], sample_rate: int, workers: int = 1) -> pd.DataFrame:
+def museval_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of museval workers to hand to several score_tracks calls: each spawn costs an `import museval`."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(START_METHOD))
+
+
+def score_tracks(items: Iterable[tuple[str, dict, dict]], sample_rate: int, workers: int = 1,
+                 pool: ProcessPoolExecutor | None = None) -> pd.DataFrame:
     """Score many tracks; rows sorted by track_id then LABELS order, identical for any ``workers``.
 
     ``items`` yields (track_id, references, estimates) and may be a lazy generator: with workers > 1 at most
     2 * workers tracks are in flight, so memory stays bounded. Workers are processes started with
-    ``START_METHOD`` ('spawn': safe after torch inference in the parent; see its comment)."""
+    ``START_METHOD`` ('spawn': safe after torch inference in the parent; see its comment); ``pool`` (from
+    museval_pool) reuses one set of them across calls."""
     rows: list[dict] = []
     seen: set[str] = set()
 
@@ -194,15 +201,17 @@ def score_tracks(items: Iterable[tuple[str, dict, dict]], sample_rate: int, work
         seen.add(tid)
         return tid
 
-    if workers <= 1:
+    if workers <= 1 and pool is None:
         for tid, refs, ests in items:
             rows.extend(_score_stacked(check(tid), *_stack(refs, ests), sample_rate))
         return _frame(rows)
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(START_METHOD)) as pool:
+    own = pool is None
+    pool = museval_pool(workers) if own else pool
+    try:
         pending = set()
         for tid, refs, ests in items:
-            if len(pending) >= 2 * workers:
+            if len(pending) >= 2 * max(workers, 1):
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     rows.extend(f.result())
@@ -210,6 +219,9 @@ def score_tracks(items: Iterable[tuple[str, dict, dict]], sample_rate: int, work
             pending.add(pool.submit(_score_job, (check(tid), *_stack(refs, ests), sample_rate)))
         for f in pending:
             rows.extend(f.result())
+    finally:
+        if own:
+            pool.shutdown()
     return _frame(rows)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from stemsift import LABELS, memo
 from stemsift.audio import resample
 from stemsift.separate import model as sepmodel
-from stemsift.separate.evaluate import score_tracks
+from stemsift.separate.evaluate import museval_pool, score_tracks
 from stemsift.separate.mixit_eval import score_mixit
 from stemsift.separate.train import separate_track
 from stemsift.stemset import StemSet
@@ -52,9 +52,14 @@ def score_model(ss: StemSet, folder: Path, niter: int, workers: int, device, cod
         # Separate a chunk with all cores, then museval it with all cores: overlapping them makes torch's idle
         # OpenMP threads spin against the museval workers (measured: several times slower on 2 cores).
         chunk = max(2 * workers, 4)
-        df = pd.concat([score_tracks(list(separate_tracks(ss, folder, test[i:i + chunk], niter, device)),
-                                     models_meta["model"]["sample_rate"], workers=workers)
-                        for i in range(0, len(test), chunk)], ignore_index=True)
+        pool = museval_pool(workers) if workers > 1 else None  # one set of workers for every chunk
+        try:
+            df = pd.concat([score_tracks(list(separate_tracks(ss, folder, test[i:i + chunk], niter, device)),
+                                         models_meta["model"]["sample_rate"], workers=workers, pool=pool)
+                            for i in range(0, len(test), chunk)], ignore_index=True)
+        finally:
+            if pool is not None:
+                pool.shutdown()
     with tempfile.TemporaryDirectory() as tmp:
         df.to_parquet(Path(tmp) / "per_track.parquet", index=False)
         memo.store("evaluate", mkey, tmp)
