@@ -25,16 +25,20 @@ def per_song(level: float, seeds=(0, 1), songs=24, noise=0.3, seed=0) -> pd.Data
 def test_plan_owns_fixed_sets_once_per_preset_and_names_carry_the_grid():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     _, sc, exps = evidence.plan(params, "gpu")
-    assert len(exps) == len(sc.presets) * len(sc.cleaners) * len(sc.ratios)
+    assert len(exps) == len(sc.presets) * (1 + len(sc.cleaners) * len(sc.ratios))
     for preset in sc.presets:
         own = [e for e in exps if e.preset == preset]
-        assert own[0].sets == [*sc.fixed, "cleaned"] and all(e.sets == ["cleaned"] for e in own[1:])
-    cmd = exps[0].command()
+        assert own[0].sets == sc.fixed and all(e.sets == ["cleaned"] for e in own[1:])  # each set evaluated once
+    cmd = exps[1].command()
     assert cmd[:4] == ["dvc", "exp", "run", "--queue"] and "train.epochs=24" in cmd and "train.patience=24" in cmd
     assert f"data.synthetic.tracks.test={sc.test_songs}" in cmd and cmd[-1] == "evaluate@cleaned"
+    assert exps[0].command()[-len(sc.fixed):] == [f"evaluate@{s}" for s in sc.fixed]
     other = json.loads(json.dumps(params))
     other["evidence"]["scales"]["gpu"]["seeds"] = [0]
-    assert evidence.plan(other, "gpu")[2][0].name != exps[0].name  # another grid never reuses these experiments
+    assert evidence.plan(other, "gpu")[2][0].name != exps[0].name  # another training setup never reuses them
+    grown = json.loads(json.dumps(params))
+    grown["evidence"]["scales"]["gpu"]["ratios"] = [0.6]
+    assert evidence.plan(grown, "gpu")[2][0].name == exps[0].name  # a grown grid keeps the finished ones
     bad = json.loads(json.dumps(params))
     bad["evidence"]["scales"]["gpu"]["steps_per_target"] = 1201
     with pytest.raises(ValueError, match="multiple of steps_per_epoch"):
@@ -72,7 +76,7 @@ def test_tiny_evidence_grid_runs_as_dvc_experiments(tmp_path):
     a = make_copy(tmp_path / "a")
     env = f"MLFLOW_TRACKING_URI=sqlite:///{a}/mlflow.db STEMSIFT_CACHE={a}/.stemsift-cache"
     log = _sh(f"{env} stemsift evidence --scale tiny", a)
-    assert "best blind: blind@auto" in log
+    assert "best blind: blind@auto" in log and "queued ev" in log
     out = json.loads((a / "metrics/evidence.json").read_text())
     rows = {r["set"]: r for r in out["presets"]["mixed"]["sets"]}
     assert set(rows) == {"baseline", "oracle", "blind@auto"} and out["steps_per_target"] == 4

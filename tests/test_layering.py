@@ -69,3 +69,22 @@ def test_dvc_deps_cover_the_code_the_stage_imports(stage):
 
 def test_evaluate_depends_on_the_test_audio():
     assert "${contaminate.out}" in dvc_stages()["evaluate"][1]
+
+
+def test_train_stage_params_name_every_train_key():
+    """train@<set> lists its params key by key (so `-S train.labels=…` re-runs `cleaned` alone): a new TrainParams
+    field missing from the list would never re-run a training. Resolved through DVC, per foreach item."""
+    from dataclasses import fields
+
+    from dvc.repo import Repo
+
+    from stemsift.params import TrainParams
+
+    only_cleaned = {"labels", "method", "mixit"}
+    every = {f"train.{f.name}" for f in fields(TrainParams)}
+    stages = {s.name: s for s in Repo(str(ROOT)).index.stages if s.name.startswith("train@")}
+    assert len(stages) == 5
+    for name, stage in stages.items():
+        keys = {k for p in stage.params for k in p.params}
+        expect = every if name == "train@cleaned" else every - {f"train.{k}" for k in only_cleaned}
+        assert keys == expect, (name, sorted(keys ^ expect))

@@ -3,9 +3,10 @@
 through `dvc exp run --queue`; then every set's per-song SDR is read back from its experiment's commit and compared
 to the baseline's, song by song: paired differences with bootstrap intervals, gap closed, % clean kept.
 
-Each experiment evaluates only the sets it owns (the preset's first one also the fixed sets): metrics files an
-experiment did not recompute are its parent commit's, never read. Names carry a hash of the grid's settings, so
-a rerun skips experiments already finished (resumable) and a changed grid never mixes with an old one."""
+Each experiment evaluates only the sets it owns (one experiment per preset the fixed sets, the others their
+`cleaned` set): metrics files an experiment did not recompute are its parent commit's, never read. Names carry a
+hash of the settings that decide a result, so a rerun skips experiments already finished (resumable), a grid can
+grow without redoing them, and a changed training length never mixes with an old one."""
 from __future__ import annotations
 
 import hashlib
@@ -82,26 +83,28 @@ def _label(x) -> str:
 
 
 def plan(params: dict, name: str | None = None) -> tuple[str, Scale, list[Experiment]]:
-    """The experiments of one scale: per preset, one per (cleaner, ratio); the first also owns the fixed sets."""
+    """The experiments of one scale: per preset, one for the fixed sets and one per (cleaner, ratio). A name
+    carries a hash of what decides its result (training length, seeds, test split, overrides), not of the grid:
+    adding a cleaner or a ratio keeps every finished experiment."""
     sname, sc = scale_of(params, name)
-    grid = json.dumps({"scale": sname, **sc.__dict__}, sort_keys=True, default=str)
-    tag = hashlib.sha1(grid.encode()).hexdigest()[:6]
+    same = {k: getattr(sc, k) for k in ("steps_per_target", "steps_per_epoch", "seeds", "test_songs", "overrides")}
+    tag = hashlib.sha1(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()[:6]
     epochs = sc.steps_per_target // sc.steps_per_epoch
     common = [f"data.synthetic.tracks.test={sc.test_songs}", f"train.seeds={json.dumps(sc.seeds, separators=(',', ':'))}",
               f"train.epochs={epochs}", f"train.steps_per_epoch={sc.steps_per_epoch}",
               f"train.patience={epochs}",  # the whole length: the table states it
               f"train.workers={sc.workers}", "train.labels=given", "train.method=supervised",
-              *(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (list, dict)) else v}" for k, v in sc.overrides.items())]
+              *(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (list, dict)) else v}"
+                for k, v in sc.overrides.items())]
     exps = []
     for preset in sc.presets:
-        first = True
+        exps.append(Experiment(f"ev{tag}-{preset}-{'-'.join(sc.fixed)}", preset, None, None, list(sc.fixed),
+                               [f"contaminate.preset={preset}", *common]))
         for cleaner in sc.cleaners:
             for ratio in sc.ratios:
-                sets = (list(sc.fixed) if first else []) + ["cleaned"]
-                exps.append(Experiment(f"ev{tag}-{preset}-{cleaner}-{_label(ratio)}", preset, cleaner, ratio, sets,
+                exps.append(Experiment(f"ev{tag}-{preset}-{cleaner}-{_label(ratio)}", preset, cleaner, ratio, ["cleaned"],
                                        [f"contaminate.preset={preset}", f"score.cleaner={cleaner}",
                                         f"filter.ratio={ratio}", *common]))
-                first = False
     return sname, sc, exps
 
 
