@@ -39,11 +39,13 @@ demo: setup
 	$(BIN)/stemsift query --examples --rows 8
 	$(BIN)/stemsift report
 
+# Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile): the
+# end-to-end DVC run on one, everything else on the other.
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # Smoke-train (demucs' pattern): the whole pipeline with tiny params in a temporary copy of the repo.
 smoke: setup

@@ -11,6 +11,11 @@ import torch
 
 from stemsift import LABELS
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one torch thread each, stages too
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+
 # A different frequency band per label so label swaps and leaks are measurable.
 BANDS = {"vocals": (300, 1200), "bass": (40, 200), "drums": (2000, 6000), "other": (800, 3000)}
 
