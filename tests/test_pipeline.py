@@ -27,7 +27,7 @@ TINY_TRAIN = {"seeds": [0], "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, 
 
 
 # Ψ for the refine stage: enough random-mix steps that every class gets stems refined to exactly itself.
-TINY_REFINE = {"steps": 60, "batch_size": 8, "iterations": 1}
+TINY_REFINE = {"steps": 60, "batch_size": 8, "iterations": 1, "clean_oracle": True}
 
 
 def _sh(cmd, cwd):

@@ -356,7 +356,7 @@ class RefineParams:
     threshold: str = "0.5"      # 0.5 | 0.9 | adaptive (per-class F1-best on the clean reference split)
     seed: int = 0
     device: str = "auto"        # auto | cpu | cuda
-    clean_oracle: bool = True   # also train Ψ on the true labels (truth used only for this metric)
+    clean_oracle: bool = False  # also train Ψ on the true labels (truth used only for this metric)
     out: str = "data/refined"
 
     def check(self, where: str) -> None:

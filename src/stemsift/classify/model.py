@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from timm.models.convnext import ConvNeXt
 from torchaudio.transforms import MelSpectrogram
 
 from stemsift import LABELS
@@ -52,6 +51,8 @@ class InstrumentClassifier(torch.nn.Module):
         self.mel = MelSpectrogram(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop,
                                   n_mels=cfg.n_mels, power=2.0)
         self.bn0 = torch.nn.BatchNorm2d(cfg.n_mels)  # per-mel-bin input normalisation (PANNs, Kong et al. 2020)
+        from timm.models.convnext import ConvNeXt  # ~1.2 s to import: stages that never build Ψ skip it
+
         self.net = ConvNeXt(in_chans=1, num_classes=len(LABELS), depths=tuple(cfg.depths), dims=tuple(cfg.dims),
                             drop_path_rate=cfg.drop_path)
 

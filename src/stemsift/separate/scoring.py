@@ -37,8 +37,9 @@ def evaluation_key(folder: Path, niter: int, device, test_sha1: list[str], psi: 
 
 
 def score_model(ss: StemSet, folder: Path, niter: int, workers: int, device, code: str,
-                psi: Path | None = None) -> pd.DataFrame:
-    """Per-track scores of one trained separator; memoised (see evaluation_key)."""
+                psi: Path | None = None, pool=None) -> pd.DataFrame:
+    """Per-track scores of one trained separator; memoised (see evaluation_key). pool: museval workers to reuse
+    (evaluate.museval_pool), e.g. across the seeds of one training set."""
     models_meta = json.loads((folder / "separator.json").read_text())
     is_mixit = models_meta.get("method") == "mixit"
     test = ss.track_ids("test")
@@ -52,13 +53,14 @@ def score_model(ss: StemSet, folder: Path, niter: int, workers: int, device, cod
         # Separate a chunk with all cores, then museval it with all cores: overlapping them makes torch's idle
         # OpenMP threads spin against the museval workers (measured: several times slower on 2 cores).
         chunk = max(2 * workers, 4)
-        pool = museval_pool(workers) if workers > 1 else None  # one set of workers for every chunk
+        own = pool is None and workers > 1
+        pool = museval_pool(workers) if own else pool  # one set of workers for every chunk
         try:
             df = pd.concat([score_tracks(list(separate_tracks(ss, folder, test[i:i + chunk], niter, device)),
                                          models_meta["model"]["sample_rate"], workers=workers, pool=pool)
                             for i in range(0, len(test), chunk)], ignore_index=True)
         finally:
-            if pool is not None:
+            if own:
                 pool.shutdown()
     with tempfile.TemporaryDirectory() as tmp:
         df.to_parquet(Path(tmp) / "per_track.parquet", index=False)

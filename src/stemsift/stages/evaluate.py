@@ -11,7 +11,7 @@ from stemsift import LABELS, memo
 from stemsift.classify.refine import classifier_for
 from stemsift.params import ContaminateParams, EvaluateParams, RefineParams, TrainParams, stage_params
 from stemsift.separate import model as sepmodel
-from stemsift.separate.evaluate import EVAL_DIR, summarize
+from stemsift.separate.evaluate import EVAL_DIR, museval_pool, summarize
 from stemsift.separate.mixit_eval import summarize_mixit
 from stemsift.separate.scoring import score_model
 from stemsift.stemset import StemSet, atomic_file
@@ -33,9 +33,10 @@ def run(params: dict, set_name: str) -> dict:
         except FileNotFoundError as err:  # no Ψ: the oracle mapping stands in, and says so
             print(f"evaluate@{set_name}: {err}; 4-target SDR from the oracle mapping only")
     code = memo.code_key(__name__)  # this stage and every stemsift module it imports: edited code never reuses
+    pool = museval_pool(e.workers) if e.workers > 1 else None  # one set of museval workers for every seed
     for seed in t.seeds:
         per_track = score_model(ss, Path(t.out) / set_name / f"seed{seed}", e.niter, e.workers, device, code,
-                                psi).assign(seed=seed)
+                                psi, pool).assign(seed=seed)
         s = summarize_mixit(per_track) if "mapping" in per_track else summarize(per_track)
         run = runs[str(seed)]
         log_final_metrics(run["mlflow_run_id"], s)
@@ -46,6 +47,8 @@ def run(params: dict, set_name: str) -> dict:
                                "params_hash": run["params_hash"], "method": run.get("method", "supervised"),
                                "train_seconds": run["seconds"], "created": pd.Timestamp.now(tz="UTC"),
                                **{k: s.get(k) for k in [f"sdr_{x}" for x in LABELS] + ["sdr_avg", "sdr_utt_avg"]}})
+    if pool is not None:
+        pool.shutdown()
     keys = [k for k, v in next(iter(summaries.values())).items() if not isinstance(v, str)]
     metrics = {}
     for k in keys:  # mean over seeds, and the seed-to-seed spread of the headline numbers
