@@ -41,6 +41,27 @@ def _artifact_root(uri: str) -> str | None:
     return (Path(unquote(uri[len("sqlite:///"):].split("?")[0])).resolve().parent / "mlruns").as_uri()
 
 
+def _client(uri: str):
+    """MlflowClient for `uri`. A local sqlite store is first opened under an exclusive file lock: MLflow creates or
+    migrates its tables on first use, and two processes doing that at once (queued experiments sharing one
+    store) fail with "table ... already exists"."""
+    mlflow = _mlflow()
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        import fcntl
+
+        db = Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + ".init-lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                client = mlflow.MlflowClient(uri)
+                client.search_experiments(max_results=1)  # forces the store's table creation / migration now
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return client
+    return mlflow.MlflowClient(uri)
+
+
 def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict[str, str]:
     """Nested params -> {'train.model.hidden_size': '128', ...}; lists JSON-encoded, values capped at MAX_PARAM_LEN."""
     out: dict[str, str] = {}
@@ -127,7 +148,7 @@ class TrainingRun:
     def __enter__(self) -> "TrainingRun":
         self.mlflow = mlflow = _mlflow()
         mlflow.set_tracking_uri(self.uri)
-        self.client = mlflow.MlflowClient(self.uri)
+        self.client = _client(self.uri)
         exp_id = self._experiment_id()
         mlflow.set_experiment(experiment_id=exp_id)
         commit = git_commit(self.repo_root)
@@ -170,7 +191,7 @@ class TrainingRun:
 
 def read_run(run_id: str, repo_root: str | Path = ".") -> dict:
     """Params, latest metrics, tags, per-metric (step, value) history and artifact paths of one run."""
-    client = _mlflow().MlflowClient(tracking_uri(repo_root))
+    client = _client(tracking_uri(repo_root))
     run = client.get_run(run_id)
     history = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, k),
                                                      key=lambda m: (m.step, m.timestamp))]
@@ -187,7 +208,7 @@ def log_final_metrics(run_id: str, metrics: dict[str, float], repo_root: str | P
     """Add metrics to a finished run (evaluation happens in a later stage than training)."""
     import math
 
-    client = _mlflow().MlflowClient(tracking_uri(repo_root))
+    client = _client(tracking_uri(repo_root))
     for k, v in metrics.items():
         if isinstance(v, (int, float)) and math.isfinite(v):
             client.log_metric(run_id, k, float(v))
