@@ -184,14 +184,26 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     # refined labels for the cleaned set: only train@cleaned trains again (the controls reuse their models)
     log = _sh("dvc exp run -S train.labels=refined", a)
     assert "Stage 'refine' didn't change" in log and "Running stage 'train@cleaned'" in log
-    assert "train@baseline seed 0: reused an identical training" in log
+    # train.labels is a param of train@cleaned alone: the controls do not even re-run (nor their evaluations)
+    assert "Stage 'train@baseline' didn't change" in log and "Running stage 'evaluate@oracle'" not in log
     assert json.loads((a / "metrics" / "train" / "cleaned-runs.json").read_text())["0"]["labels"] == "refined"
     # MixIT from mixtures alone, with every regulariser and the exhaustive assignment
     log = _sh("dvc exp run -S train.labels=given -S train.method=mixit -S train.mixit.assignment=exhaustive "
               "-S train.mixit.sparsity=0.1 -S train.mixit.covariance=0.1 -S train.mixit.semantic=0.1", a)
-    assert "train@oracle seed 0: reused an identical training" in log
+    assert "Stage 'train@oracle' didn't change" in log and "Running stage 'train@cleaned'" in log
     cleaned = json.loads((a / "metrics" / "separation.json").read_text())["cleaned"]
     assert cleaned["method"] == "mixit" and np.isfinite(cleaned["si_snri"]) and np.isfinite(cleaned["sdr_oraclemap_avg"])
     meta = json.loads((a / "models" / "cleaned" / "seed0" / "separator.json").read_text())
     assert meta["method"] == "mixit" and {"sparsity", "covariance", "semantic"} <= set(meta["history"][0])
     assert "si_snri" in _sh("dvc exp show --no-pager --csv", a)
+
+    # `make evidence` at the tiny scale: its experiments (fixed sets, then blind at auto) queued and read back
+    log = _sh(f"{shared} stemsift evidence --scale tiny", a)
+    assert "best blind: blind@auto" in log and "queued ev" in log
+    out = json.loads((a / "metrics/evidence.json").read_text())
+    rows = {r["set"]: r for r in out["presets"]["mixed"]["sets"]}
+    assert set(rows) == {"baseline", "oracle", "blind@auto"} and out["steps_per_target"] == 4
+    assert rows["oracle"]["pairs"] == 2 * 2 and rows["blind@auto"]["kept_songs"] == 8  # 8 songs: too few to split
+    assert (a / "metrics/evidence/mixed.csv").is_file()
+    again = _sh(f"{shared} stemsift evidence --scale tiny", a)  # resumable: nothing is queued again
+    assert "done   ev" in again and "queued ev" not in again
