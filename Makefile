@@ -39,10 +39,10 @@ demo: setup
 	$(BIN)/stemsift query --examples --rows 8
 	$(BIN)/stemsift report
 
-# Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile): the
-# end-to-end DVC run on one, everything else on the other.
+# Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile), in
+# collection order (the end-to-end DVC run first: one worker runs it while the other takes every other file).
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
