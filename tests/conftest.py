@@ -54,11 +54,14 @@ def input_folder(tmp_path: Path) -> Path:
     return root
 
 
+E2E_FIRST = ("test_pipeline.py", "test_evidence.py")  # ~3 min each on one core
+
+
 def pytest_collection_modifyitems(config, items):
     """`cuda` tests need a CUDA device: where torch sees none they are skipped, and the summary (-ra) says why.
-    The end-to-end run is collected first: `make test` (xdist, loadfile, no reorder) hands files out in this order,
-    so one worker starts the longest test at once while the other takes the remaining files."""
-    items[:] = sorted(items, key=lambda it: Path(str(it.fspath)).name != "test_pipeline.py")
+    The two end-to-end files are collected first: `make test` (xdist, loadfile, no reorder) hands files out in this
+    order, so each worker starts one of the two longest at once and the remaining files fill in behind them."""
+    items[:] = sorted(items, key=lambda it: Path(str(it.fspath)).name not in E2E_FIRST)
     if os.environ.get("STEMSIFT_TEST_DEVICE", "cuda").startswith("cuda") and not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="cuda: no CUDA device visible to torch (torch.cuda.is_available() is False); "
                                        "run them where one is, or with STEMSIFT_TEST_DEVICE=cpu to check the tests")

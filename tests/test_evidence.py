@@ -9,7 +9,7 @@ import yaml
 from stemsift import LABELS, evidence
 from stemsift.separate.paired import paired_ratio
 
-from test_pipeline import REPO
+from test_pipeline import REPO, _sh, assert_shared_stores_intact, make_copy
 
 
 def per_song(level: float, seeds=(0, 1), songs=24, noise=0.3, seed=0) -> pd.DataFrame:
@@ -69,4 +69,23 @@ def test_gap_closed_interval_resamples_pairs_jointly():
     assert paired_ratio(per_song(2.0, seed=7), top, base)["ratio"] == pytest.approx(1.0, abs=0.05)
     assert paired_ratio(base, base, base) is None  # no gap: undefined, not infinite
 
-# The tiny grid runs for real as DVC experiments at the end of tests/test_pipeline.py (its repository is built).
+
+@pytest.mark.slow
+def test_tiny_grid_runs_as_queued_experiments_and_resumes(tmp_path):
+    """`make evidence` for real on a fresh (unbuilt) tiny copy: each queued experiment runs the stages its sets need."""
+    a = make_copy(tmp_path / "a", refine={"steps": 4, "batch_size": 4, "iterations": 1})  # the refined labels are not under test here
+    shared = f"MLFLOW_TRACKING_URI=sqlite:///{a}/mlflow.db STEMSIFT_CACHE={a}/.stemsift-cache"
+    # its two experiments (fixed sets; blind at auto) run side by side (jobs: 2) on one MLflow store and one memo
+    # cache, as `make sweep` shares them; then every set is read back from its experiment's commit
+    log = _sh(f"{shared} stemsift evidence --scale tiny", a)
+    assert "best blind: blind@auto" in log and "queued ev" in log
+    # the cleaned set's experiment trains the baseline (its cleaners' scores need it) without evaluating it
+    assert_shared_stores_intact(a, min_experiments=2, unevaluated=lambda exp, run: exp.endswith("-blind-auto")
+                                and run.startswith("baseline-"))
+    out = json.loads((a / "metrics/evidence.json").read_text())
+    rows = {r["set"]: r for r in out["presets"]["mixed"]["sets"]}
+    assert set(rows) == {"baseline", "oracle", "blind@auto"} and out["steps_per_target"] == 4
+    assert rows["oracle"]["pairs"] == 2 * 2 and rows["blind@auto"]["kept_songs"] == 8  # 8 songs: too few to split
+    assert (a / "metrics/evidence/mixed.csv").is_file()
+    again = _sh(f"{shared} stemsift evidence --scale tiny", a)  # resumable: nothing is queued again
+    assert "done   ev" in again and "queued ev" not in again

@@ -40,7 +40,7 @@ def _sh(cmd, cwd):
     return out.stdout
 
 
-def make_copy(dst: Path) -> Path:
+def make_copy(dst: Path, refine: dict = TINY_REFINE) -> Path:
     """A fresh git+DVC repo with this repo's pipeline, code and params (tiny data)."""
     dst.mkdir()
     for name in ("dvc.yaml", "params.yaml", "src", ".gitignore", "verdicts"):
@@ -49,7 +49,8 @@ def make_copy(dst: Path) -> Path:
     params["data"].update({k: v for k, v in TINY.items() if k != "synthetic"})
     params["data"]["synthetic"].update(TINY["synthetic"])
     params["train"].update(TINY_TRAIN)
-    params["refine"].update(TINY_REFINE)
+    params["refine"].update(refine)
+    params["evaluate"]["workers"] = 1  # 2 test songs: a museval pool costs more than it saves (test_evaluate has it)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh("git init -q && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", dst)
     return dst
@@ -60,17 +61,19 @@ def out_hashes(repo: Path) -> dict:
     return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
 
 
-def assert_shared_stores_intact(repo: Path, min_experiments: int) -> None:
-    """After experiments ran side by side: every MLflow run in the shared store finished with its SDR logged, each
-    experiment has its runs, and the memo cache holds only complete entries (no temp folder, every file readable)."""
+def assert_shared_stores_intact(repo: Path, min_experiments: int, unevaluated=lambda exp, run: False) -> None:
+    """After experiments ran side by side: every MLflow run in the shared store finished, with its SDR logged unless
+    `unevaluated(experiment, run name)` (a set trained but not evaluated there), each experiment has its runs, and the
+    memo cache holds only complete entries (no temp folder, every file readable)."""
     from stemsift.tracking import _mlflow
 
     mlflow = _mlflow()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
-    assert runs and all(r.info.status == "FINISHED" and "sdr_avg" in r.data.metrics for r in runs), \
-        [(r.info.run_name, r.info.status, sorted(r.data.metrics)) for r in runs if r.info.status != "FINISHED"
-         or "sdr_avg" not in r.data.metrics]
+    bad = [(r.data.tags.get("dvc_exp_name"), r.info.run_name, r.info.status, sorted(r.data.metrics)) for r in runs
+           if r.info.status != "FINISHED" or ("sdr_avg" not in r.data.metrics
+                                              and not unevaluated(r.data.tags.get("dvc_exp_name"), r.info.run_name))]
+    assert runs and not bad, bad
     assert len({r.data.tags.get("dvc_exp_name") for r in runs} - {None}) >= min_experiments
     cache = repo / ".stemsift-cache"
     assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]
@@ -150,22 +153,11 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     log = _sh("dvc exp run -S score.cleaner=mlp -S filter.ratio=0.5", a)
     assert "Stage 'embed' didn't change" in log and "Stage 'score' didn't change" in log
     assert "Running stage 'train@cleaned'" in log and "Running stage 'train@baseline'" not in log
-    # two queued experiments at once (-j 2), sharing one MLflow store and one memo cache as `make sweep` does
-    shared = f"MLFLOW_TRACKING_URI=sqlite:///{a}/mlflow.db STEMSIFT_CACHE={a}/.stemsift-cache"
-    _sh(f"{shared} dvc exp run --queue -S 'score.cleaner=random,confident' -S filter.ratio=0.5", a)
-    _sh(f"{shared} dvc queue start -j 2", a)
-    for _ in range(1200):
-        status = _sh("dvc queue status", a)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(1)
-    assert "Failed" not in status, status
-    assert_shared_stores_intact(a, min_experiments=2)  # at least the two queued experiments
     shown = _sh("dvc exp show --no-pager --csv", a)
     assert "song_auc" in shown and "gain_db" in shown
     sweep = _sh("stemsift sweep", a)
     table = pd.read_csv(a / "metrics" / "sweep.csv")
-    assert {("mlp", 0.5), ("random", 0.5), ("confident", 0.5)} == set(zip(table.cleaner, table.ratio)), sweep
+    assert {("mlp", 0.5)} == set(zip(table.cleaner, table.ratio)), sweep
     assert (a / "metrics" / "sweep" / "mlp.csv").is_file()
     assert "cleaned_songs" in _sh("dvc metrics diff --all", a)  # workspace (mlp, r=0.5) vs HEAD (blind, auto)
 
@@ -197,13 +189,3 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert meta["method"] == "mixit" and {"sparsity", "covariance", "semantic"} <= set(meta["history"][0])
     assert "si_snri" in _sh("dvc exp show --no-pager --csv", a)
 
-    # `make evidence` at the tiny scale: its experiments (fixed sets, then blind at auto) queued and read back
-    log = _sh(f"{shared} stemsift evidence --scale tiny", a)
-    assert "best blind: blind@auto" in log and "queued ev" in log
-    out = json.loads((a / "metrics/evidence.json").read_text())
-    rows = {r["set"]: r for r in out["presets"]["mixed"]["sets"]}
-    assert set(rows) == {"baseline", "oracle", "blind@auto"} and out["steps_per_target"] == 4
-    assert rows["oracle"]["pairs"] == 2 * 2 and rows["blind@auto"]["kept_songs"] == 8  # 8 songs: too few to split
-    assert (a / "metrics/evidence/mixed.csv").is_file()
-    again = _sh(f"{shared} stemsift evidence --scale tiny", a)  # resumable: nothing is queued again
-    assert "done   ev" in again and "queued ev" not in again

@@ -114,31 +114,40 @@ def _sh(cmd: list[str]) -> str:
 
 
 def finished() -> dict[str, str]:
-    """Experiment name -> commit of every successful experiment (`dvc exp show`)."""
-    shown = json.loads(_sh(["dvc", "exp", "show", "--json", "--all-commits"]) or "[]")
+    """Experiment name -> commit of every finished experiment: DVC writes refs/exps/<base>/<sha>/<name> only for an
+    experiment that succeeded (a git read, ~100x cheaper than `dvc exp show`)."""
     out = {}
-    for commit in shown or []:
-        for exp in commit.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in (None, "success"):
-                continue
-            for rev in exp.get("revs") or []:
-                if rev.get("name") and not rev.get("error"):
-                    out[rev["name"]] = rev["rev"]
+    for line in _sh(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"]).splitlines():
+        ref, commit = line.split()
+        parts = ref.split("/")  # refs exps <2 hex> <38 hex> <name>; exec/ and celery/ refs are DVC's own
+        if len(parts) == 5 and len(parts[2]) == 2:
+            out[parts[4]] = commit
     return out
 
 
-def run_grid(exps: list[Experiment], jobs: int, poll_s: float = 20.0) -> None:
+def _queue_busy() -> bool:
+    return any(s in _sh(["dvc", "queue", "status"]) for s in ("Queued", "Running"))
+
+
+def run_grid(exps: list[Experiment], jobs: int, status_s: float = 30.0) -> None:
     done = finished()
     todo = [e for e in exps if e.name not in done]
     for e in exps:
-        print(f"{'done  ' if e.name in done else 'queued'} {e.name}: sets {', '.join(e.sets)}")
+        print(f"{'done  ' if e.name in done else 'queued'} {e.name}: sets {', '.join(e.sets)}", flush=True)
     if not todo:
         return
     for e in todo:
         _sh(e.command())
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
-    while any(s in _sh(["dvc", "queue", "status"]) for s in ("Queued", "Running")):
-        time.sleep(poll_s)
+    # wait: the refs every 2 s (cheap); `dvc queue status` (~1.5 s of CPU) every status_s, to stop when one failed.
+    # (`dvc exp run --run-all` follows the logs instead, but hung here after both experiments had succeeded.)
+    last = time.monotonic()
+    while not {e.name for e in todo} <= set(finished()):
+        if time.monotonic() - last >= status_s:
+            if not _queue_busy():
+                break
+            last = time.monotonic()
+        time.sleep(2.0)
     failed = [e.name for e in todo if e.name not in finished()]
     if failed:
         raise RuntimeError(f"evidence: experiments failed: {', '.join(failed)} (dvc queue logs <name>)")
