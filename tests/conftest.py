@@ -54,7 +54,7 @@ def input_folder(tmp_path: Path) -> Path:
     return root
 
 
-E2E_FIRST = ("test_pipeline.py", "test_evidence.py")  # ~3 min each on one core
+E2E_FIRST = ("test_pipeline.py", "test_evidence.py")  # ~4.4 and ~1.3 min on one core
 
 
 def pytest_collection_modifyitems(config, items):

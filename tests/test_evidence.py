@@ -73,7 +73,7 @@ def test_gap_closed_interval_resamples_pairs_jointly():
 @pytest.mark.slow
 def test_tiny_grid_runs_as_queued_experiments_and_resumes(tmp_path):
     """`make evidence` for real on a fresh (unbuilt) tiny copy: each queued experiment runs the stages its sets need."""
-    a = make_copy(tmp_path / "a", refine={"steps": 4, "batch_size": 4, "iterations": 1})  # the refined labels are not under test here
+    a = make_copy(tmp_path / "a", refine={"steps": 4, "batch_size": 4, "iterations": 1})  # refined labels: not tested here
     shared = f"MLFLOW_TRACKING_URI=sqlite:///{a}/mlflow.db STEMSIFT_CACHE={a}/.stemsift-cache"
     # its two experiments (fixed sets; blind at auto) run side by side (jobs: 2) on one MLflow store and one memo
     # cache, as `make sweep` shares them; then every set is read back from its experiment's commit

@@ -188,4 +188,3 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     meta = json.loads((a / "models" / "cleaned" / "seed0" / "separator.json").read_text())
     assert meta["method"] == "mixit" and {"sparsity", "covariance", "semantic"} <= set(meta["history"][0])
     assert "si_snri" in _sh("dvc exp show --no-pager --csv", a)
-

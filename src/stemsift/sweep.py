@@ -17,23 +17,16 @@ COLUMNS = ["experiment", "cleaner", "variant", "ratio", "mode", "seeds", "song_a
            "sdr_cleaned", "sdr_baseline", "sdr_oracle", "gain_db", "gap_closed"]
 
 
-def finished_revs(exp_show: list):
-    """Yield (experiment name, rev entry) for every finished experiment in dvc's `exp show --json` output."""
+def _entries(exp_show: list):
+    """Yield (experiment name, data) for every finished experiment in dvc's `exp show --json` output."""
     for commit in exp_show or []:
         for exp in commit.get("experiments") or []:
             if (exp.get("executor") or {}).get("state") not in (None, "success"):
                 continue  # queued or running: its metrics are still the parent commit's
             for rev in exp.get("revs") or []:
-                if not rev.get("error"):
-                    yield rev.get("name") or exp.get("name") or str(rev.get("rev", ""))[:7], rev
-
-
-def _entries(exp_show: list):
-    """Yield (experiment name, data) for every finished experiment that reports metrics."""
-    for name, rev in finished_revs(exp_show):
-        data = rev.get("data")
-        if isinstance(data, dict) and data.get("metrics"):
-            yield name, data
+                data = rev.get("data")
+                if isinstance(data, dict) and data.get("metrics") and not rev.get("error"):
+                    yield rev.get("name") or exp.get("name") or str(rev.get("rev", ""))[:7], data
 
 
 def row(name: str, data: dict) -> dict | None:
