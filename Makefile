@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep detect evidence exps exps-refine clean-data
+.PHONY: setup demo test test-fast bench smoke sweep detect evidence worlds exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -80,6 +80,14 @@ evidence: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 evidence: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
 evidence: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift evidence $(if $(EVIDENCE_SCALE),--scale $(EVIDENCE_SCALE))
+
+# The worlds table: every separator-free cleaner in every world of params.yaml `worlds` over worlds.draws draws
+# (bench/bench_worlds.py -> metrics/worlds.json); the Debian SoundFonts the worlds use are installed first.
+worlds: setup
+	@ls /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 /usr/share/sounds/sf2/FluidR3_GM.sf2 >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    musescore-general-soundfont-small fluid-soundfont-gm >/dev/null)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_worlds.py $(WORLDS_ARGS)
 
 # A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$

@@ -1,0 +1,226 @@
+"""Every separator-free cleaner in every data world, over several draws: song ROC-AUC mean ± sample std (ddof=1).
+
+A world is a SoundFont × music texture × stem levels × contamination preset (params.yaml `worlds`); a draw
+re-draws the songs, the reference split and the contamination (data.seed = contaminate.seed = score.seed = draw).
+Each draw is built with the pipeline's own stage functions (prepare → contaminate → embed) in its own folder
+and scored with the real cleaners; the truth is read only after scoring. Defaults are chosen by the *worst tuning
+world's* mean over draws; the held-out world (worlds.held_out) is reported last and never enters that choice.
+
+    python bench/bench_worlds.py                           # every world, worlds.draws draws, -> metrics/worlds.json
+    python bench/bench_worlds.py --worlds tim-pop-mixed --draws 1 --variants blind fad   # a subset
+    python bench/bench_worlds.py --collect-only            # re-read the cached per-draw results
+
+`loss`, `unlearning` and `selfrefine` need a trained separator or classifier per draw and are left out here
+(their cost is a training per draw); `make evidence` measures them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stemsift.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("label_noise", "bleeding", "effects")
+
+# name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "random": ("random", {}),
+    "level": ("level", {}),
+    "fad": ("fad", {}),
+    "fad pooled+median": ("fad", {"fad": {"reference": "pooled", "calibration": "median"}}),
+    "leak": ("leak", {}),
+    "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
+    "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
+    "degrade": ("degrade", {}),
+    "mlp": ("mlp", {}),
+    "confident": ("confident", {}),
+    "blind": ("blind", {}),
+    "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": ["fad", "leak"], "song": "components"},
+                                                       "leak": {"calibration": "none"}}),
+    "blind fad+leak, worst stem": ("blind", {"blind": {"components": ["fad", "leak"], "song": "worst"}}),
+    "blind fad+leak+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst"}}),
+    "blind fad+leak+degrade, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "mean"}}),
+    "blind fad+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "degrade"], "song": "worst"}}),
+    "hybrid": ("hybrid", {}),
+}
+
+
+def merged(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merged(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def world_params(base: dict, world: dict, cfg: dict, draw: int) -> dict:
+    """The params of one draw of one world (paths relative to the draw's folder)."""
+    sf = world.get("soundfont", "default")
+    synthetic = {"soundfont": sf, "duration": float(cfg["duration"]), "tracks": dict(cfg["tracks"]),
+                 **{k: world[k] for k in ("texture", "level_spread_db", "chorale_share") if k in world}}
+    return merged(base, {"data": {"source": "synthetic", "seed": draw, "synthetic": synthetic},
+                         "contaminate": {"preset": world["preset"], "seed": draw, **world.get("contaminate", {})},
+                         "score": {"seed": draw}, "compute": {"executor": "local"}})
+
+
+def build(params: dict, folder: Path) -> None:
+    """prepare → contaminate → embed with the stage functions, in ``folder`` (skipped when already built)."""
+    from stemsift.stages import contaminate, embed, prepare
+
+    done = folder / "built.json"
+    if done.is_file() and json.loads(done.read_text()) == params:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        t0 = time.perf_counter()
+        prepare.run(params)
+        contaminate.run(params)
+        embed.run(params)
+        print(f"  built in {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        os.chdir(cwd)
+    done.write_text(json.dumps(params))
+
+
+def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
+    """Song / stem AUC per variant on one built draw; components are scored once per distinct option set."""
+    from stemsift.catalogue import TRUTH
+    from stemsift.clean import CleanerError, StemView, get_cleaner
+    from stemsift.clean.metrics import detection
+    from stemsift.clean.ratio import auto_keep
+    from stemsift.embed.cache import EmbeddingStore
+    from stemsift.params import EmbedParams, stage_params
+    from stemsift.stemset import StemSet
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        ss = StemSet(params["contaminate"]["out"])
+        store = EmbeddingStore(stage_params(params, "embed", EmbedParams).folder)
+        truth = pd.read_parquet(Path(params["contaminate"]["out"]) / TRUTH)
+        cache: dict[str, pd.DataFrame] = {}
+        seconds: dict[str, float] = {}
+        seed = int(params["score"]["seed"])
+
+        def key_of(name: str, blocks: dict) -> str:  # a cleaner's options and, recursively, its components'
+            comps = get_cleaner(name, blocks.get(name, {}), seed).components()
+            return json.dumps([name, blocks.get(name, {}), [key_of(c, blocks) for c in comps]], sort_keys=True)
+
+        def scored(name: str, blocks: dict) -> pd.DataFrame:
+            key = key_of(name, blocks)
+            if key not in cache:
+                cleaner = get_cleaner(name, blocks.get(name, {}), seed)
+                view = StemView.of(ss, store)
+                for comp in cleaner.components():
+                    view.scores[comp] = scored(comp, blocks)
+                t0 = time.perf_counter()
+                cache[key] = cleaner.score(view)
+                seconds[key] = time.perf_counter() - t0
+            return cache[key]
+
+        rows = []
+        a = params["filter"]["auto"]
+        for variant in names:
+            cleaner, over = VARIANTS[variant]
+            blocks = merged(params.get("cleaners") or {}, over)
+            t0 = time.perf_counter()
+            try:
+                table = scored(cleaner, blocks)
+            except CleanerError as e:  # e.g. an option this checkout does not have yet
+                rows.append({"variant": variant, "error": str(e)})
+                print(f"  {variant}: {e}", flush=True)
+                continue
+            m = detection(table, truth, [])
+            songs = table.groupby("track_id").song_score.first()
+            auto = auto_keep(songs, a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
+                             float(a.get("min_separation", 2.0)))
+            row = {"variant": variant, "song_auc": m["song_auc"]["all"], "stem_auc": m["stem_auc"]["all"],
+                   **{f"song_auc_{k}": m["song_auc"].get(k) for k in KINDS},
+                   **{f"stem_auc_{k}": v for k, v in m["stem_auc"].items() if k != "all"},
+                   "ratio_auto": round(auto.ratio, 4), "clean_share": m["clean_share@1"],
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(f"  {variant:38s} song AUC {row['song_auc']}  r_auto {row['ratio_auto']:.2f} "
+                  f"(clean {row['clean_share']:.2f})", flush=True)
+        return rows
+    finally:
+        os.chdir(cwd)
+
+
+def summarise(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
+    """variant × world: mean ± sample std over draws; worst tuning world's mean (the default criterion)."""
+    ok = results[results.song_auc.notna()]
+    g = ok.groupby(["variant", "world"]).song_auc
+    table = (g.mean().round(3).astype(str) + " ± " + g.std(ddof=1).round(3).astype(str)
+             + " (" + g.count().astype(str) + ")").unstack("world")
+    means = g.mean().unstack("world")
+    tuning = [w for w in means.columns if w != held_out]
+    table["worst tuning world"] = means[tuning].min(axis=1).round(3)
+    table["mean tuning worlds"] = means[tuning].mean(axis=1).round(3)
+    if held_out in table.columns:
+        table = table[[c for c in table.columns if c != held_out] + [held_out]]
+    return table.sort_values("worst tuning world", ascending=False)
+
+
+def main() -> None:
+    base = load_params(ROOT / "params.yaml")
+    cfg = base["worlds"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worlds", nargs="+", default=list(cfg["list"]))
+    ap.add_argument("--draws", type=int, default=int(cfg["draws"]))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--cache", default=os.environ.get("STEMSIFT_WORLDS", str(ROOT / ".stemsift-cache" / "worlds")))
+    ap.add_argument("--json", default=str(ROOT / "metrics" / "worlds.json"))
+    ap.add_argument("--collect-only", action="store_true", help="only re-read the cached per-draw results")
+    a = ap.parse_args()
+    unknown = [w for w in a.worlds if w not in cfg["list"]]
+    if unknown:
+        sys.exit(f"worlds.list: no world {unknown[0]!r} (have: {', '.join(cfg['list'])})")
+    rows = []
+    for world in a.worlds:
+        for draw in range(a.draws):
+            params = world_params(base, cfg["list"][world], cfg, draw)
+            folder = Path(a.cache) / world / f"draw{draw}"
+            result = folder / "scores.json"
+            if a.collect_only or (result.is_file() and set(a.variants) <= {r["variant"] for r in json.loads(result.read_text())}
+                                  and (folder / "built.json").is_file()
+                                  and json.loads((folder / "built.json").read_text()) == params):
+                if result.is_file():
+                    rows += [{**r, "world": world, "draw": draw} for r in json.loads(result.read_text())
+                             if r["variant"] in a.variants]
+                continue
+            print(f"{world} draw {draw}", flush=True)
+            build(params, folder)
+            got = score_variants(params, folder, a.variants)
+            old = {r["variant"]: r for r in json.loads(result.read_text())} if result.is_file() else {}
+            old.update({r["variant"]: r for r in got})
+            result.write_text(json.dumps(list(old.values()), indent=1))
+            rows += [{**r, "world": world, "draw": draw} for r in got]
+    results = pd.DataFrame(rows)
+    if results.empty or "song_auc" not in results:
+        sys.exit("bench_worlds: no results")
+    table = summarise(results, cfg["held_out"])
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 40):
+        print(table.to_string())
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"draws": a.draws, "tracks": cfg["tracks"], "duration": cfg["duration"],
+                               "held_out": cfg["held_out"], "worlds": {w: cfg["list"][w] for w in a.worlds},
+                               "rows": results.replace({np.nan: None}).to_dict("records")}, indent=1) + "\n")
+    os.replace(tmp, out)
+    results.to_csv(out.with_suffix(".csv"), index=False)
+
+
+if __name__ == "__main__":
+    main()
