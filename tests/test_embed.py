@@ -42,7 +42,7 @@ def test_registry_names():
 
 
 def test_unknown_name_lists_available():
-    with pytest.raises(EmbedderError, match=r"unknown embedder 'vggish' \(available: clap, crepe, mel, mert"):
+    with pytest.raises(EmbedderError, match=r"unknown embedder 'vggish' \(available: cdpam, clap, crepe, mel, mert"):
         get_embedder("vggish")
 
 

@@ -1,7 +1,7 @@
 """Frame-embedder registry: get_embedder(name, params) -> Embedder (fadtk's ModelLoader pattern).
 
-Importing this package is cheap: torch, torchcrepe and transformers load when an embedder is built."""
-from stemsift.embed import crepe, hub, mel  # noqa: F401  (importing registers the embedders)
+Importing this package is cheap: torch, torchcrepe, cdpam's weights and transformers load when an embedder is built."""
+from stemsift.embed import cdpam, crepe, hub, mel  # noqa: F401  (importing registers the embedders)
 from stemsift.embed.base import (
     REGISTRY,
     Embedder,
