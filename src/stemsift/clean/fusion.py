@@ -5,6 +5,10 @@ song scores (median / 1.4826 MAD, low = suspicious). Then
     rank_mean: the mean of the components' percentile ranks (Borda count; robust to scale, averages evidence)
     max_z:     the lowest component z (the most alarmed component decides; different cleaners see different
                defects, so one alarm is enough)
+The song score (option `song`):
+    worst:      the song's lowest fused stem score (default: one alarmed stem is not diluted by the song's mean)
+    mean:       the mean of the song's fused stem scores
+    components: the fusion of the components' own song scores (each component's song rule first)
 The components are scored by the score stage before the fusion cleaner (listed or not in score.cleaners).
 """
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pandas as pd
 from stemsift.clean.base import Cleaner, CleanerError, StemView, register, robust_z
 
 FUSIONS = ("rank_mean", "max_z")
+SONGS = ("worst", "mean", "components")
 
 
 def fuse(columns: pd.DataFrame, how: str) -> pd.Series:
@@ -29,7 +34,7 @@ def fuse(columns: pd.DataFrame, how: str) -> pd.Series:
 class FusionCleaner(Cleaner):
     """Fuses the stem and song scores other cleaners already produced (``view.scores``)."""
 
-    defaults = {"components": [], "fusion": "max_z"}
+    defaults = {"components": [], "fusion": "max_z", "song": "worst"}
 
     def components(self) -> list[str]:
         comps = list(self.options["components"] or [])
@@ -37,6 +42,8 @@ class FusionCleaner(Cleaner):
             raise CleanerError(f"{self.name}.components: need two or more distinct other cleaners, got {comps}")
         if self.options["fusion"] not in FUSIONS:
             raise CleanerError(f"{self.name}.fusion: {self.options['fusion']!r} is not one of {', '.join(FUSIONS)}")
+        if self.options["song"] not in SONGS:
+            raise CleanerError(f"{self.name}.song: {self.options['song']!r} is not one of {', '.join(SONGS)}")
         return comps
 
     def _tables(self, view: StemView) -> list[pd.DataFrame]:
@@ -59,16 +66,20 @@ class FusionCleaner(Cleaner):
         return fused.reindex(keys).to_numpy()
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
-        return fuse(self._songs, self.options["fusion"]).reindex(stems.track_id.unique())
+        how = self.options["song"]
+        if how == "components":
+            return fuse(self._songs, self.options["fusion"]).reindex(stems.track_id.unique())
+        by_song = stems.groupby("track_id", sort=False).score
+        return by_song.min() if how == "worst" else by_song.mean()
 
 
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak"], "fusion": "max_z"}
+    defaults = {"components": ["fad", "leak"], "fusion": "max_z", "song": "worst"}
 
 
 @register
 class HybridCleaner(FusionCleaner):
     name = "hybrid"
-    defaults = {"components": ["blind", "mlp"], "fusion": "max_z"}
+    defaults = {"components": ["blind", "mlp"], "fusion": "max_z", "song": "worst"}

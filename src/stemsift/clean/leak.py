@@ -11,6 +11,16 @@ in part, so their MSC rises to the leak-to-signal ratio at each frequency, and n
     song score    = min over the song's stems          (its most coherent pair)
 The log puts the clean songs' chance coherence (~1/frames) on a bell-shaped scale, so a mixture model on the
 song scores (filter.ratio: auto) sees one clean population rather than a long tail.
+
+The independence premise fails for music whose parts move together (chorales, shared rhythm and harmony): clean
+stems are then coherent too. `calibration: reference` (default) measures what clean songs of *this* collection
+show instead: per label pair, the median and robust spread (1.4826 MAD) of log10 MSC over the clean reference
+songs (pooled over all pairs where a pair has fewer than `min_songs` songs), and scores a training stem by its
+worst partner's robust z against that pair's clean distribution:
+    z_ab          = (log10 MSC_ab - median_ab) / spread_ab
+    stem score(a) = -max_b z_ab      (sided: one; only more coherent than clean alarms)
+                  = -max_b |z_ab|    (sided: two; effects that decorrelate a stem alarm as well)
+`calibration: none` keeps the fixed independence assumption above.
 """
 from __future__ import annotations
 
@@ -23,6 +33,8 @@ from scipy.signal import stft
 from stemsift.clean.base import Cleaner, CleanerError, StemView, register
 
 FLOOR = 1e-6  # below any coherence 20 s of frames can measure
+MIN_SPREAD = 0.02  # log10 MSC: a spread below ~5 % of coherence is measurement luck, not a tight clean population
+CALIBRATIONS = ("reference", "none")
 
 def stem_spectra(stems: dict[str, np.ndarray], n_fft: int, hop: int) -> dict[str, np.ndarray]:
     """label -> complex STFT (bins, frames) of the stem's channel mean, all cut to the shortest stem."""
@@ -55,33 +67,107 @@ def pair_coherence(spectra: dict[str, np.ndarray], floor_db: float) -> pd.DataFr
     return pd.DataFrame(rows, columns=["a", "b", "msc"])
 
 
+def song_pairs(stems: dict[str, np.ndarray], n_fft: int = 2048, hop: int = 512,
+               floor_db: float = -60.0) -> pd.DataFrame:
+    """(a, b, msc) for every unordered pair of the song's stems, labels in sorted order (empty for a lone stem)."""
+    stems = dict(sorted(stems.items()))
+    if len(stems) < 2:
+        return pd.DataFrame({"a": [], "b": [], "msc": []})
+    return pair_coherence(stem_spectra(stems, n_fft, hop), floor_db)
+
+
 def song_leak(stems: dict[str, np.ndarray], n_fft: int = 2048, hop: int = 512, floor_db: float = -60.0) -> dict[str, float]:
     """label -> the largest mean coherence of that stem with any other stem of the song (0 for a lone stem)."""
-    if len(stems) < 2:
-        return {lb: 0.0 for lb in stems}
-    pairs = pair_coherence(stem_spectra(stems, n_fft, hop), floor_db)
+    return best_partner(song_pairs(stems, n_fft, hop, floor_db), list(stems))
+
+
+def best_partner(pairs: pd.DataFrame, labels: list[str]) -> dict[str, float]:
+    """label -> its largest MSC with any partner (0 for a lone stem)."""
+    if pairs.empty:
+        return {lb: 0.0 for lb in labels}
     both = pd.concat([pairs.rename(columns={"a": "stem"}), pairs.rename(columns={"b": "stem"})])
     best = both.groupby("stem").msc.max()
-    return {lb: float(best.get(lb, 0.0)) for lb in stems}
+    return {lb: float(best.get(lb, 0.0)) for lb in labels}
+
+
+def _spread(x: pd.Series) -> float:
+    return float(1.4826 * (x - x.median()).abs().median())
+
+
+def pair_reference(pairs: pd.DataFrame, min_songs: int) -> tuple[pd.DataFrame, tuple[float, float]]:
+    """Clean coherence per label pair from reference songs' (a, b, msc) rows: (center, spread, songs) indexed
+    by (a, b) in log10 MSC, and the pooled (center, spread) that pairs with fewer than ``min_songs`` songs use."""
+    logs = pairs[pairs.msc > 0].assign(log=lambda d: np.log10(d.msc + FLOOR))  # 0 = no shared active band
+    if logs.empty:
+        raise CleanerError("leak.calibration: reference songs share no active band between any two stems")
+    pooled = (float(logs.log.median()), max(_spread(logs.log), MIN_SPREAD))
+    per = logs.groupby(["a", "b"]).log.agg(center="median", spread=_spread, songs="size")
+    few = per.songs < min_songs
+    per.loc[few, "center"], per.loc[few, "spread"] = pooled
+    per["spread"] = per.spread.where(per.spread >= MIN_SPREAD, pooled[1])  # identical songs: no spread to divide by
+    return per, pooled
+
+
+def calibrated_scores(pairs: pd.DataFrame, ref: pd.DataFrame, pooled: tuple[float, float], sided: str,
+                      labels: list[str]) -> dict[str, float]:
+    """label -> -(worst partner's z) of one training song, its pairs z-scored against the reference pairs."""
+    if pairs.empty:
+        return {lb: 0.0 for lb in labels}  # a lone stem: nothing to leak into it
+    key = pd.MultiIndex.from_frame(pairs[["a", "b"]])
+    center = ref.center.reindex(key).fillna(pooled[0]).to_numpy()  # a pair the reference never had: pooled
+    spread = ref.spread.reindex(key).fillna(pooled[1]).to_numpy()
+    msc = pairs.msc.to_numpy()
+    z = np.where(msc > 0, (np.log10(msc + FLOOR) - center) / spread, 0.0)  # no shared active band: no evidence
+    alarm = np.abs(z) if sided == "two" else z
+    rows = pd.DataFrame({"stem": np.concatenate([pairs.a, pairs.b]), "alarm": np.concatenate([alarm, alarm])})
+    worst = rows.groupby("stem").alarm.max()
+    return {lb: -float(worst.get(lb, 0.0)) for lb in labels}
+
+
+def _song_audio(view: StemView, rows: pd.DataFrame):
+    """(track_id, labels) and a generator of the songs' audio, read as tasks are sent."""
+    songs = [(tid, list(r.label)) for tid, r in rows.groupby("track_id", sort=False)]
+    return songs, ({lb: view.load_audio(tid, lb) for lb in labels} for tid, labels in songs)
 
 
 @register
 class LeakCleaner(Cleaner):
     name = "leak"
     needs = ("audio",)
-    defaults = {"n_fft": 2048, "hop": 512, "floor_db": -60.0}
+    defaults = {"n_fft": 2048, "hop": 512, "floor_db": -60.0, "calibration": "reference", "sided": "one",
+                "min_songs": 5}
 
-    def score_stems(self, view: StemView) -> np.ndarray:
+    def check(self) -> None:
         o = self.options
         if int(o["n_fft"]) < 16 or not 0 < int(o["hop"]) <= int(o["n_fft"]):
             raise CleanerError(f"leak.n_fft / leak.hop: need n_fft >= 16 and 0 < hop <= n_fft (got {o['n_fft']}, {o['hop']})")
-        songs = [(tid, list(rows.label)) for tid, rows in view.train.groupby("track_id", sort=False)]
-        audio = ({lb: view.load_audio(tid, lb) for lb in labels} for tid, labels in songs)  # read as tasks are sent
-        per_song = view.map(partial(song_leak, n_fft=int(o["n_fft"]), hop=int(o["hop"]), floor_db=float(o["floor_db"])),
-                            audio)
-        scores = {(tid, lb): -np.log10(msc + FLOOR) for (tid, _), leaks in zip(songs, per_song) for lb, msc in leaks.items()}
+        if o["calibration"] not in CALIBRATIONS:
+            raise CleanerError(f"leak.calibration: {o['calibration']!r} is not one of {', '.join(CALIBRATIONS)}")
+        if o["sided"] not in ("one", "two"):
+            raise CleanerError(f"leak.sided: {o['sided']!r} is not one or two")
+        if int(o["min_songs"]) < 1:
+            raise CleanerError(f"leak.min_songs: need at least 1 (got {o['min_songs']})")
+
+    def score_stems(self, view: StemView) -> np.ndarray:
+        self.check()
+        o = self.options
+        coherence = partial(song_pairs, n_fft=int(o["n_fft"]), hop=int(o["hop"]), floor_db=float(o["floor_db"]))
+        songs, audio = _song_audio(view, view.train)
+        per_song = view.map(coherence, audio)
+        if o["calibration"] == "reference":
+            _, ref_audio = _song_audio(view, view.reference)
+            ref_pairs = [p for p in view.map(coherence, ref_audio) if not p.empty]
+            if not ref_pairs:
+                raise CleanerError("leak.calibration: reference needs reference songs with two or more stems")
+            ref, pooled = pair_reference(pd.concat(ref_pairs, ignore_index=True), int(o["min_songs"]))
+            leaks = [calibrated_scores(p, ref, pooled, o["sided"], labels) for (_, labels), p in zip(songs, per_song)]
+        else:
+            leaks = [{lb: -np.log10(msc + FLOOR) for lb, msc in best_partner(p, labels).items()}
+                     for (_, labels), p in zip(songs, per_song)]
+        scores = {(tid, lb): v for (tid, _), s in zip(songs, leaks) for lb, v in s.items()}
         return np.array([scores[(t, lb)] for t, lb in zip(view.train.track_id, view.train.label)])
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         """The song's most coherent pair decides: one leaking stem spoils the song."""
         return stems.groupby("track_id").score.min()
+
