@@ -1,15 +1,22 @@
 """The keep ratio chosen from a cleaner's song scores alone, without retraining (Blind'25's first future-work item).
 
+The filter keeps the top-r songs by score, so the estimate is a *cut on the sorted scores*: the boundary between
+two fitted score populations, r = share of songs above it. (Counting songs whose clean posterior is > 0.5 is not
+the same thing: with unequal variances the posterior is not monotone in the score, so a wide clean component
+claims far-low songs, or a wide defective one claims the top songs, and r no longer matches the top-r ranking.)
+
 Methods (``filter.auto.method``):
-    gmm       two-component Gaussian mixture on min-max normalised song scores; keep the songs whose posterior of
-              the higher-mean ("clean") component is > 0.5 (DivideMix, Li et al. ICLR 2020: sklearn
-              GaussianMixture(n_components=2) on normalised per-sample losses)
-    beta      two-component beta mixture fitted by EM with weighted moments (Arazo et al., ICML 2019), same rule
+    gmm       two-component Gaussian mixture on min-max normalised song scores (DivideMix, Li et al. ICLR 2020:
+              sklearn GaussianMixture(n_components=2) on normalised per-sample losses); the cut is where the clean
+              (higher-mean) component's weighted density overtakes the defective one's, searched between the means
+    beta      two-component beta mixture fitted by EM with weighted moments (Arazo et al., ICML 2019), same cut
     cleanlab  label-based cleaners only: cleanlab.count.num_label_issues on the stems' class probabilities; the
-              songs holding the n lowest-quality stems are dropped
-Degenerate inputs keep every song and say why in one line: fewer than ``min_songs`` songs, all scores equal, or
-scores one component explains (BIC of one Gaussian <= BIC of two, or the two Gaussians overlap: Ashman's
-D < ``min_separation``); this two-population test is the same for every method.
+              songs holding the n lowest-quality stems are the dropped count d, r = 1 - d / N, and the kept songs
+              are the top-r by song score (the ranking the filter applies)
+Every method first passes the same two-population test on the song scores, else every song is kept with a
+one-line reason: fewer than ``min_songs`` songs, all scores equal, BIC of one Gaussian <= BIC of two, a component
+lighter than ``min_weight`` (one far outlier forms its own tight component: not a population), or the two
+Gaussians overlap (Ashman's D < ``min_separation``; Ashman, Bird & Zepf 1994).
 """
 from __future__ import annotations
 
@@ -18,20 +25,34 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from stemsift.clean.select import keep_top
+
 METHODS = ("gmm", "beta", "cleanlab")
 
 
 @dataclass(frozen=True)
 class AutoRatio:
-    keep: frozenset[str]          # the songs judged clean
+    keep: frozenset[str]          # the songs judged clean: the top-r songs by score
     ratio: float                  # kept share of the songs
     clean_share: float            # the clean component's mixing weight (the estimated share of clean songs)
     method: str
     warning: str = ""             # why everything was kept, when it was
+    cut: float | None = None      # the score boundary (original scale); songs above it are kept
 
     def metrics(self) -> dict:
         return {"ratio_auto": round(self.ratio, 4), "clean_share_estimated": round(self.clean_share, 4),
-                "auto_method": self.method, **({"auto_warning": self.warning} if self.warning else {})}
+                "auto_method": self.method, **({"auto_cut": round(self.cut, 6)} if self.cut is not None else {}),
+                **({"auto_warning": self.warning} if self.warning else {})}
+
+
+@dataclass(frozen=True)
+class TwoPopulations:
+    """A two-component Gaussian fit of normalised scores; ``hi`` = the clean (higher-mean) component."""
+    means: tuple[float, float]    # (defective, clean)
+    sds: tuple[float, float]
+    weights: tuple[float, float]
+    ashman: float                 # Ashman's D of the two components
+    bic_gain: float               # BIC(1 Gaussian) - BIC(2): > 0 when two explain the scores better
 
 
 def _keep_all(songs: pd.Series, method: str, why: str) -> AutoRatio:
@@ -42,17 +63,26 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return (x - x.min()) / (x.max() - x.min())
 
 
-def gmm_posterior(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, float, float]:
-    """P(clean | x) per sample, the clean weight, Ashman's D of the two components, BIC(1) - BIC(2)."""
+def fit_gmm(x: np.ndarray, seed: int = 0) -> TwoPopulations:
     from sklearn.mixture import GaussianMixture
 
     z = x.reshape(-1, 1)
     two = GaussianMixture(2, random_state=seed, n_init=3, reg_covar=1e-4).fit(z)
     one = GaussianMixture(1, random_state=seed, reg_covar=1e-4).fit(z)
-    hi = int(np.argmax(two.means_.ravel()))
-    mu, var = two.means_.ravel(), two.covariances_.ravel()
-    ashman = float(np.sqrt(2) * abs(mu[0] - mu[1]) / np.sqrt(var[0] + var[1]))  # Ashman et al. 1994
-    return two.predict_proba(z)[:, hi], float(two.weights_[hi]), ashman, float(one.bic(z) - two.bic(z))
+    lo, hi = np.argsort(two.means_.ravel())
+    mu, var, w = two.means_.ravel(), two.covariances_.ravel(), two.weights_
+    ashman = float(np.sqrt(2) * abs(mu[hi] - mu[lo]) / np.sqrt(var[lo] + var[hi]))
+    return TwoPopulations((float(mu[lo]), float(mu[hi])), (float(np.sqrt(var[lo])), float(np.sqrt(var[hi]))),
+                          (float(w[lo]), float(w[hi])), ashman, float(one.bic(z) - two.bic(z)))
+
+
+def gmm_posterior(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, float, float]:
+    """P(clean | x) per sample, the clean weight, Ashman's D, BIC(1) - BIC(2) (the former rule; kept for comparison)."""
+    from scipy.stats import norm
+
+    f = fit_gmm(x, seed)
+    lik = [f.weights[k] * norm.pdf(x, f.means[k], f.sds[k]) + 1e-300 for k in (0, 1)]
+    return lik[1] / (lik[0] + lik[1]), f.weights[1], f.ashman, f.bic_gain
 
 
 def _beta_fit(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -63,8 +93,8 @@ def _beta_fit(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     return m * common, (1 - m) * common
 
 
-def beta_posterior(x: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, float, float]:
-    """P(clean | x) under a two-component beta mixture (EM), the clean weight, and the components' separation."""
+def fit_beta(x: np.ndarray, iterations: int = 200) -> tuple[list[tuple[float, float]], np.ndarray]:
+    """Two-component beta mixture by EM: [(a, b) defective, (a, b) clean] and their weights (clean = higher mean)."""
     from scipy.stats import beta as beta_dist
 
     x = np.clip(x, 1e-4, 1 - 1e-4)
@@ -80,43 +110,107 @@ def beta_posterior(x: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, fl
         weight = np.array([1 - resp.mean(), resp.mean()])
         lik = np.stack([weight[k] * beta_dist.pdf(x, *params[k]) for k in range(2)]) + 1e-300
         resp = lik[1] / lik.sum(0)
+    if params[1][0] / sum(params[1]) < params[0][0] / sum(params[0]):
+        return params[::-1], weight[::-1]
+    return params, weight
+
+
+def boundary(log_density, lo: float, hi: float, points: int = 4001) -> float:
+    """The score where the clean component's weighted log density ``log_density(x) -> (defective, clean)``
+    overtakes the defective one's: searched between the two means (lo, hi); where one component dominates that
+    whole stretch, the nearest crossing outside it (0 or 1: none on the normalised scale)."""
+    def crossing(a: float, b: float) -> float | None:
+        x = np.linspace(a, b, points)
+        d, c = log_density(x)
+        g = c - d
+        above = g > 0
+        if above.all() or not above.any():
+            return None
+        last = int(np.flatnonzero(~above)[-1])  # the last defective-dominated point; clean dominates after it
+        if last == len(x) - 1:
+            return None
+        x0, x1, g0, g1 = x[last], x[last + 1], g[last], g[last + 1]
+        return float(x0 + (x1 - x0) * (-g0) / (g1 - g0)) if g1 != g0 else float(x0)
+
+    if (cut := crossing(lo, hi)) is not None:
+        return cut
+    d, c = log_density(np.array([lo, hi]))
+    if c[0] > d[0]:  # the clean component dominates even at the defective mean: the crossing lies below it
+        return crossing(0.0, lo) if crossing(0.0, lo) is not None else 0.0
+    return crossing(hi, 1.0) if crossing(hi, 1.0) is not None else 1.0  # the defective dominates up to the clean mean
+
+
+def gmm_cut(f: TwoPopulations) -> float:
+    from scipy.stats import norm
+
+    return boundary(lambda x: tuple(np.log(f.weights[k]) + norm.logpdf(x, f.means[k], f.sds[k]) for k in (0, 1)),
+                    *f.means)
+
+
+def beta_cut(x: np.ndarray) -> tuple[float, float]:
+    """The boundary of the fitted beta mixture on normalised scores, and the clean weight."""
+    from scipy.stats import beta as beta_dist
+
+    params, weight = fit_beta(x)
     means = [a / (a + b) for a, b in params]
-    sds = [np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))) for a, b in params]
-    separation = float(np.sqrt(2) * abs(means[1] - means[0]) / np.sqrt(sds[0] ** 2 + sds[1] ** 2))
-    if means[1] < means[0]:  # the clean component is the one with the higher mean score
-        return 1 - resp, float(1 - resp.mean()), separation
-    return resp, float(resp.mean()), separation
+    eps = 1e-4  # the fit saw scores clipped to [eps, 1 - eps]
+    cut = boundary(lambda z: tuple(np.log(weight[k]) + beta_dist.logpdf(np.clip(z, eps, 1 - eps), *params[k])
+                                   for k in (0, 1)), *means)
+    return cut, float(weight[1])
+
+
+def population_test(s: pd.Series, seed: int, min_songs: int, min_separation: float,
+                    min_weight: float) -> tuple[TwoPopulations | None, str]:
+    """The two-population test every method passes first: (the Gaussian fit, "") or (None, why all are kept)."""
+    if len(s) < min_songs:
+        return None, f"only {len(s)} songs (< {min_songs}): too few to fit a mixture, keeping all"
+    if not np.ptp(s.to_numpy()) > 0:
+        return None, "all song scores are equal: nothing to tell apart, keeping all"
+    f = fit_gmm(normalise(s.to_numpy()), seed)
+    if f.bic_gain <= 0:
+        return None, "song scores are unimodal (BIC prefers one Gaussian): keeping all"
+    if min(f.weights) < min_weight:
+        return None, (f"one score component holds only {min(f.weights):.1%} of the songs (< min_weight "
+                      f"{min_weight:g}): no second population, keeping all")
+    if f.ashman < min_separation:
+        return None, (f"the two score components overlap (separation {f.ashman:.2f} < {min_separation:g}): "
+                      f"unimodal, keeping all")
+    return f, ""
 
 
 def auto_keep(song_scores: pd.Series, method: str = "gmm", seed: int = 0, min_songs: int = 10,
-              min_separation: float = 2.0, stems: pd.DataFrame | None = None) -> AutoRatio:
-    """The songs to keep from song scores (index = track_id, higher = keep). ``stems`` (track_id, label and
-    p_<label> columns) is only read by ``cleanlab``."""
+              min_separation: float = 2.0, stems: pd.DataFrame | None = None, min_weight: float = 0.1) -> AutoRatio:
+    """The songs to keep from song scores (index = track_id, higher = keep): the top-r songs, r from the cut.
+    ``stems`` (track_id, label and p_<label> columns) is only read by ``cleanlab``."""
     if method not in METHODS:
         raise ValueError(f"filter.auto.method: {method!r} is not one of {', '.join(METHODS)}")
     s = song_scores.astype(float)
-    if len(s) < min_songs:
-        return _keep_all(s, method, f"only {len(s)} songs (< {min_songs}): too few to fit a mixture, keeping all")
-    if not np.ptp(s.to_numpy()) > 0:
-        return _keep_all(s, method, "all song scores are equal: nothing to tell apart, keeping all")
     if method == "cleanlab":
-        return _cleanlab_keep(s, stems)
+        _cleanlab_issues(stems, s)  # a cleaner without class probabilities fails whatever its scores look like
+    f, why = population_test(s, seed, min_songs, min_separation, min_weight)
+    if f is None:
+        return _keep_all(s, method, why)
     x = normalise(s.to_numpy())
-    post, weight, separation, bic_gain = gmm_posterior(x, seed)  # the two-population test, for every method
-    if bic_gain <= 0:
-        return _keep_all(s, method, "song scores are unimodal (BIC prefers one Gaussian): keeping all")
-    if method == "beta":
-        post, weight, _ = beta_posterior(x)
-    if separation < min_separation:
-        return _keep_all(s, method, f"the two score components overlap (separation {separation:.2f} < "
-                                    f"{min_separation:g}): unimodal, keeping all")
-    keep = frozenset(s.index[post > 0.5])
-    if not keep:
-        return _keep_all(s, method, "no song has a clean posterior > 0.5: keeping all")
-    return AutoRatio(keep, len(keep) / len(s), weight, method)
+    if method == "cleanlab":
+        dropped = _cleanlab_issues(stems, s)
+        kept = len(s) - len(dropped)
+        share = kept / len(s)
+        cut = None
+    else:
+        if method == "gmm":
+            cut, share = gmm_cut(f), f.weights[1]
+        else:
+            cut, share = beta_cut(x)
+        kept = int((x > cut).sum())
+        cut = float(s.min() + cut * (s.max() - s.min()))
+    if kept == 0:
+        return _keep_all(s, method, "no song lies above the clean component's boundary: keeping all")
+    ratio = kept / len(s)
+    return AutoRatio(frozenset(keep_top(s.rename_axis("track_id"), ratio)), ratio, float(share), method, "", cut)
 
 
-def _cleanlab_keep(s: pd.Series, stems: pd.DataFrame | None) -> AutoRatio:
+def _cleanlab_issues(stems: pd.DataFrame | None, s: pd.Series) -> set[str]:
+    """The songs holding the n lowest-quality stems, n = cleanlab's count of label issues."""
     from cleanlab.count import num_label_issues
 
     from stemsift import LABELS
@@ -130,7 +224,4 @@ def _cleanlab_keep(s: pd.Series, stems: pd.DataFrame | None) -> AutoRatio:
     labels = stems.label.map({lb: i for i, lb in enumerate(LABELS)}).to_numpy()
     n = int(num_label_issues(labels, probs))
     worst = stems.assign(q=probs[np.arange(len(labels)), labels]).nsmallest(n, "q").track_id
-    keep = frozenset(s.index) - set(worst)
-    if not keep:
-        return _keep_all(s, "cleanlab", "cleanlab flags every song: keeping all")
-    return AutoRatio(keep, len(keep) / len(s), len(keep) / len(s), "cleanlab")
+    return set(worst) & set(s.index)

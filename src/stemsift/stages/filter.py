@@ -32,11 +32,12 @@ def load_scores(folder: str | Path, cleaner: str) -> pd.DataFrame:
 
 
 def resolve_ratio(scores: pd.DataFrame, f: FilterParams, seed: int = 0) -> tuple[float, dict]:
-    """The keep ratio: filter.ratio, or with `auto` the share of songs the mixture estimator judges clean."""
+    """The keep ratio: filter.ratio, or with `auto` the share of songs above the boundary of the two fitted score
+    populations (the filter then keeps exactly those: the top-r songs)."""
     if f.ratio != "auto":
         return float(f.ratio), {}
     a = auto_keep(scores.groupby("track_id").song_score.first(), f.auto.method, seed, f.auto.min_songs,
-                  f.auto.min_separation, stems=scores)
+                  f.auto.min_separation, stems=scores, min_weight=f.auto.min_weight)
     if a.warning:
         print(f"filter: warning: filter.ratio=auto ({a.method}): {a.warning}")
     return a.ratio, a.metrics()
