@@ -23,6 +23,8 @@ class SynthConfig:
     duration: float = 20.0  # seconds; every stem has exactly round(duration * sample_rate) frames
     soundfont: str | None = None  # None or "default" -> pretty_midi's TimGM6mb.sf2
     chorale_share: float = 0.3  # share of songs (decided from the seed) using Bach-chorale notes
+    texture: str = "pop"  # pop | chorale | folk | independent | groove (stemsift.data.textures)
+    level_spread_db: float = 0.0  # extra per-stem level, uniform +-spread dB on top of the +-3 dB jitter
 
 
 # ----------------------------------------------------------------------------- music tables
@@ -93,6 +95,8 @@ STEM_LEVEL_DB = {"vocals": 0.0, "bass": -3.0, "drums": -1.0, "other": -3.0}  # p
 PEAK_LIMIT = 0.49  # a hair under the 0.5 promise so float re-summation in any order stays below it
 RMS_FLOOR = 10 ** (-46 / 20)  # keeps every stem clear of the -50 dBFS silence threshold
 MIN_RENDER_RATE = 27000  # SoundFont filters reach 13.5 kHz; render at least twice that
+LEVEL_STREAM = 7919  # seed-sequence keys of the level-spread and texture draws (stems use 0-3, independent
+TEXTURE_STREAM = 7000  # 101-104): so a spread never changes the notes and textures never share draws
 
 
 @dataclass
@@ -287,12 +291,12 @@ def _melody(rng, sections, track, tonic, mode, center) -> tuple[list, list]:
     return lead, harm
 
 
-def _bass(rng, sections, track, pattern_verse, pattern_chorus) -> list:
-    """Bass line following the chord track with a pattern per section."""
+def _bass(rng, sections, track, pattern_verse, pattern_chorus, patterns=BASS_PATTERNS) -> list:
+    """Bass line following the chord track with a pattern per section (names in `patterns`)."""
     notes, prev = [], 36
     legato = float(rng.uniform(0.75, 0.97))
     for s in (s for s in sections if s.bass):
-        pat = BASS_PATTERNS[pattern_chorus if s.name in ("chorus", "break") else
+        pat = patterns[pattern_chorus if s.name in ("chorus", "break") else
                             "whole" if s.name in ("intro", "outro") and rng.random() < 0.5 else pattern_verse]
         for bar in range(s.bar0, s.bar0 + s.bars):
             for off, d, tone in pat:
@@ -360,9 +364,9 @@ def _drums(rng, sections, groove: str) -> list:
 
 
 def _comp(rng, sections, track, tonic, role: str, center: int, seventh: bool, rank: int,
-          tempo: float, strum: float) -> list:
-    """Chords for one 'other' instrument: pads, rhythmic block chords or arpeggios."""
-    rhythm = COMP_RHYTHMS[str(rng.choice(list(COMP_RHYTHMS)))]
+          tempo: float, strum: float, rhythms=COMP_RHYTHMS) -> list:
+    """Chords for one 'other' instrument: pads, rhythmic block chords (a rhythm from `rhythms`) or arpeggios."""
+    rhythm = rhythms[str(rng.choice(list(rhythms)))]
     arp_step = 0.25 if tempo < 110 and rng.random() < 0.5 else 0.5
     arp_shape = int(rng.integers(3))
     extra = {n for n in ("verse", "bridge", "intro", "outro") if rng.random() < 0.4}
@@ -562,15 +566,17 @@ def _active_rms(x: np.ndarray, sr: int) -> float:
 
 
 # ----------------------------------------------------------------------------- the song
-def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """Render one song: {label: float32 (frames, channels)} for vocals/bass/drums/other, and its metadata.
+@dataclass
+class _Song:
+    """What a texture composes: each stem's parts and tempo (stems may differ), and its description."""
 
-    The same (seed, cfg) gives bit-identical output in any process and call order."""
-    if cfg.channels not in (1, 2):
-        raise ValueError(f"channels must be 1 or 2, got {cfg.channels}")
-    template = _soundfont(cfg.soundfont)
-    rng = np.random.default_rng(seed)
-    n = int(round(cfg.duration * cfg.sample_rate))
+    parts: dict
+    tempo: dict
+    meta: dict
+
+
+def _compose_pop(rng, template, cfg: SynthConfig) -> _Song:
+    """The default texture: a procedural (or Bach-chorale-based) pop arrangement sharing one form and harmony."""
     groove = str(rng.choice(list(GROOVES)))
     tempo = float(round(rng.uniform(*GROOVES[groove][1]), 1))
     tonic, mode = int(rng.integers(12)), str(rng.choice(["major", "minor"], p=[0.6, 0.4]))
@@ -635,18 +641,66 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
         vparts.append(_Part(vocal.program, pan=float(rng.uniform(0.3, 0.7)), volume=0.7, vibrato=vocal.vibrato,
                             notes=harm))
     stem_parts = {"vocals": vparts, "bass": [bass], "drums": [kit], "other": [p for p, _ in others]}
+    meta = {
+        "source": "chorale" if chorale else "procedural", "chorale": chorale["name"] if chorale else None,
+        "key": NOTE_NAMES[tonic], "tonic_pc": tonic, "mode": mode, "tempo": tempo, "groove": groove,
+        "sevenths": seventh and not chorale, **harmony,
+        "sections": _sections_meta(sections, tempo, cfg.duration),
+        "other_roles": [r for _, r in others], "other_families": families,
+        "bass_patterns": None if chorale else [pattern_verse, pattern_chorus],
+    }
+    return _Song(stem_parts, {label: tempo for label in LABELS}, meta)
+
+
+def _sections_meta(sections, tempo: float, duration: float) -> list:
+    """The sections heard in the excerpt, for the song's metadata."""
+    return [{"name": s.name, "start_s": round(s.bar0 * 240.0 / tempo, 3), "bars": s.bars, "vocals": s.vocals,
+             "bass": s.bass, "drums": s.drums, "other_instruments": s.other}
+            for s in sections if s.bar0 * 240.0 / tempo < duration]
+
+
+def _level_offsets(seed: int, spread_db: float) -> dict[str, float]:
+    """Extra per-stem level (uniform +-spread dB) from its own stream, so the notes do not change with it."""
+    if spread_db <= 0:
+        return {label: 0.0 for label in LABELS}
+    draws = np.random.default_rng([seed, LEVEL_STREAM]).uniform(-spread_db, spread_db, len(LABELS))
+    return {label: float(d) for label, d in zip(LABELS, draws)}
+
+
+def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """Render one song: {label: float32 (frames, channels)} for vocals/bass/drums/other, and its metadata.
+
+    The same (seed, cfg) gives bit-identical output in any process and call order."""
+    from stemsift.data.textures import TEXTURES, compose
+
+    if cfg.channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {cfg.channels}")
+    if cfg.texture not in TEXTURES:
+        raise ValueError(f"texture must be one of {', '.join(TEXTURES)}, got {cfg.texture!r}")
+    if not cfg.level_spread_db >= 0:
+        raise ValueError(f"level_spread_db must be >= 0, got {cfg.level_spread_db}")
+    template = _soundfont(cfg.soundfont)
+    n = int(round(cfg.duration * cfg.sample_rate))
+    if cfg.texture == "pop":
+        rng = np.random.default_rng(seed)
+        song = _compose_pop(rng, template, cfg)
+    else:  # each texture its own stream: the same seed in two worlds does not repeat tempo, key or groove
+        rng = np.random.default_rng([seed, TEXTURE_STREAM + TEXTURES.index(cfg.texture)])
+        song = compose(cfg.texture, rng, seed, template, cfg)
+    stem_parts = song.parts
 
     # render each stem, balance to pop-mix levels, set song loudness and keep the sum's peak in bounds
     stems, gains = {}, {}
+    spread = _level_offsets(seed, float(cfg.level_spread_db))
     for i, label in enumerate(LABELS):
         # TinySoundFont's resonant filters blow up near Nyquist at low rates: render pitched stems oversampled
         up = 1 if label == "drums" else max(1, math.ceil(MIN_RENDER_RATE / cfg.sample_rate))
-        x = _render(template, stem_parts[label], tempo, cfg.sample_rate * up, cfg.channels == 2, n * up,
-                    np.random.default_rng([seed, i]))
+        x = _render(template, stem_parts[label], song.tempo[label], cfg.sample_rate * up, cfg.channels == 2,
+                    n * up, np.random.default_rng([seed, i]))
         if up > 1:
             x = resample_poly(x, 1, up, axis=0).astype(np.float32)
         level = _active_rms(x, cfg.sample_rate)
-        gains[label] = STEM_LEVEL_DB[label] + float(rng.uniform(-3, 3))
+        gains[label] = STEM_LEVEL_DB[label] + float(rng.uniform(-3, 3)) + spread[label]
         stems[label] = x * np.float32(10 ** (gains[label] / 20) / max(level, 1e-9))
     loud_db = float(rng.uniform(-32, -20))
     g = 10 ** (loud_db / 20) / max(_active_rms(sum(stems.values()), cfg.sample_rate), 1e-9)
@@ -662,19 +716,12 @@ def render_song(seed: int, cfg: SynthConfig) -> tuple[dict[str, np.ndarray], dic
     stems = {label: np.ascontiguousarray(stems[label], dtype=np.float32) for label in LABELS}
 
     meta = {
-        "seed": int(seed), "source": "chorale" if chorale else "procedural",
-        "chorale": chorale["name"] if chorale else None,
-        "key": NOTE_NAMES[tonic], "tonic_pc": tonic, "mode": mode, "tempo": tempo, "groove": groove,
-        "sevenths": seventh and not chorale, **harmony,
-        "sections": [{"name": s.name, "start_s": round(s.bar0 * 240.0 / tempo, 3), "bars": s.bars,
-                      "vocals": s.vocals, "bass": s.bass, "drums": s.drums, "other_instruments": s.other}
-                     for s in sections if s.bar0 * 240.0 / tempo < cfg.duration],
+        "seed": int(seed), "texture": cfg.texture, **song.meta,
         "programs": {label: [p.program for p in stem_parts[label]] for label in LABELS},
         "program_names": {label: [template.get_preset_name(128 if p.drum else 0, p.program)
                                   for p in stem_parts[label]] for label in LABELS},
-        "other_roles": [r for _, r in others], "other_families": families,
-        "bass_patterns": None if chorale else [pattern_verse, pattern_chorus],
         "stem_level_db": {k: round(v, 2) for k, v in gains.items()}, "loudness_target_db": round(loud_db, 2),
+        "level_spread_db": float(cfg.level_spread_db),
         "peak": round(float(np.abs(sum(stems[label] for label in LABELS)).max()), 4),
         "soundfont": Path(cfg.soundfont).name if cfg.soundfont not in (None, "default") else "TimGM6mb.sf2",
         "sample_rate": cfg.sample_rate, "channels": cfg.channels, "duration": cfg.duration,
