@@ -24,6 +24,7 @@ import yaml
 
 from stemsift import LABELS, MIXTURE, __version__
 from stemsift.params import params_hash
+from stemsift.progress import progress
 from stemsift.stemset import StemSet, StemSetError, atomic_dir
 
 FORMATS = ("msst-type1", "msst-type2", "msst-type3", "csv")
@@ -75,7 +76,7 @@ def export(stems: str | Path, fmt: str, out: str | Path, params: dict | None = N
     rows = []
     with atomic_dir(out) as tmp:
         ln = _Linker(ss, tmp)
-        for t, lb in sorted(kept):
+        for t, lb in progress(sorted(kept), desc="export", unit="stems"):
             if fmt == "msst-type1":
                 if t in complete:
                     rows.append(("train", t, lb, ln.put(t, lb, f"train/{t}/{lb}")))

@@ -28,11 +28,13 @@ const { chromium } = require("playwright-core");
     out.title = await page.title();
     out.rows = await page.locator("#rows tr").count();
     const col = (i) => page.$$eval("#rows tr", (trs, i) => trs.map((tr) => tr.children[i].textContent), i);
-    // an audio element plays: its currentTime advances
+    // a row's play button creates its player, which plays: its currentTime advances
     out.audio = await page.evaluate(async () => {
+      if (document.querySelector("#rows audio")) return { error: "a player existed before anything was played" };
+      document.querySelector("#rows button.play").click();
       const a = document.querySelector("#rows audio");
-      a.preload = "auto";
-      await a.play();
+      if (!a) return { error: "no player was created" };
+      await new Promise((r) => { a.addEventListener("playing", r, { once: true }); setTimeout(r, 5000); });
       const t0 = a.currentTime;
       await new Promise((r) => setTimeout(r, 1500));
       return { t0, t1: a.currentTime, paused: a.paused, error: a.error && a.error.code, src: a.currentSrc };

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from stemsift.classify.loop import fit, mean_probs
+from stemsift.progress import progress
 from stemsift.classify.mixing import Key, RandomMixer
 from stemsift.classify.model import ClassifierConfig, InstrumentClassifier
 
@@ -41,6 +42,7 @@ def train_classifier(pool, stem_labels: dict[Key, frozenset], cfg: ClassifierCon
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.steps, pct_start=0.1)
     res = ClassifierResult(model=model)
     batches = (mixer.batch(tc.batch_size) for _ in range(tc.steps))  # drawn lazily: same RNG order as before
+    batches = progress(batches, tc.steps, f"refine: classifier (seed {seed})", "steps")
     res.losses = fit(model, batches, torch.nn.functional.binary_cross_entropy_with_logits, opt, sched, device,
                      record=True)
     res.seconds = time.perf_counter() - t0

@@ -14,6 +14,7 @@ import numpy as np
 
 from stemsift import LABELS, MIXTURE, SPLITS
 from stemsift.audio import AudioError, audio_info, match_channels, read_audio, resample
+from stemsift.progress import progress
 from stemsift.stemset import (AUDIO_EXTS, Finding, StemSetError, StemSetWriter, check_audio_file,
                               fit_headroom, raise_first)
 
@@ -157,10 +158,10 @@ def ingest(source: str | Path, writer: StemSetWriter, *, reference_tracks: int =
            reference_from: str = "test", seed: int = 0, headroom: float = 0.99) -> list[str]:
     """Check every input track, then write them all; returns the track ids written."""
     tracks = discover(Path(source))
-    findings = [f for t in tracks for f in check_track(t)]
+    findings = [f for t in progress(tracks, desc="prepare: check", unit="songs") for f in check_track(t)]
     raise_first(findings)
     assign_reference(tracks, reference_tracks, reference_from, seed)
-    for t in tracks:
+    for t in progress(tracks, desc="prepare: ingest", unit="songs"):
         stems = read_track(t, writer.sample_rate, writer.channels)
         stems, gain = fit_headroom(stems, headroom)  # 16-bit files: the stems' sum must not clip
         with warnings.catch_warnings():

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stemsift import memo
+from stemsift.progress import progress
 from stemsift.stemset import StemSet
 
 INFO = "embedder.json"
@@ -38,7 +39,7 @@ def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], 
         gpu = device != "cpu" and executor.gpus() > 0
         spec = (embedder.name, json.dumps(embedder.options, sort_keys=True), "cuda" if gpu else "cpu")
         results = executor.imap(functools.partial(embed_task, spec), jobs, gpus=gpu)
-    for r, e in zip(todo, results):
+    for r, e in zip(todo, progress(results, len(todo), "embed", "stems")):
         kept = shelf / f"{r.sha1}.npy"
         tmp = kept.with_name(f".{r.sha1}.{os.getpid()}.npy")
         np.save(tmp, e)

@@ -123,17 +123,17 @@ def audit_flags(audit: pd.DataFrame | None) -> dict[str, list[str]]:
     return out
 
 
-def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filter_cleaner: str | None = None,
-          selection: pd.DataFrame | None = None, ratio: float = 0.75, mode: str = "unified",
-          truth: pd.DataFrame | None = None, audit: pd.DataFrame | None = None, songs: int = 12,
-          excerpt_s: float = 6.0, title: str = "stemsift listening report") -> dict:
-    """Write ``out``/index.html and ``out``/assets atomically; returns a summary."""
+def report_data(scores: dict[str, pd.DataFrame], stemset: str, *, filter_cleaner: str | None = None,
+                selection: pd.DataFrame | None = None, ratio: float = 0.75, mode: str = "unified",
+                truth: pd.DataFrame | None = None, audit: pd.DataFrame | None = None, songs: int = 12,
+                title: str = "stemsift listening report") -> tuple[dict, list[str], dict[str, set[str]]]:
+    """The page's data from the tables alone (no audio): (data, songs shown in order, kept songs per cleaner)."""
     truth_by = {} if truth is None else {(t, lb): (d, k if isinstance(k, str) else "", list(ti) if ti is not None else [])
                                          for t, lb, d, k, ti in zip(truth.track_id, truth.label, truth.defect,
                                                                     truth.get("kind", [""] * len(truth)),
                                                                     truth.get("true_instruments", [None] * len(truth)))}
     flags = audit_flags(audit)
-    data: dict = {"title": title, "stemset": str(ss.root), "filter_cleaner": filter_cleaner, "mode": mode,
+    data: dict = {"title": title, "stemset": stemset, "filter_cleaner": filter_cleaner, "mode": mode,
                   "cleaners": {}, "audit": [] if audit is None else sorted({f for v in flags.values() for f in v if "LEAK" in f})}
     shown: list[str] = []
     kept_by: dict[str, set[str]] = {}
@@ -145,8 +145,10 @@ def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filt
         kept_by[name] = kept
         worst = song.rename("s").reset_index().sort_values(["s", "track_id"]).track_id.iloc[:songs].tolist()
         low_stems = sc.sort_values(["score", "track_id", "label"]).track_id.iloc[:songs]  # per-stem worst too
-        worst += [t for t in dict.fromkeys(low_stems) if t not in worst]
-        shown += [t for t in worst if t not in shown]
+        have = set(worst)  # sets: a report of 1,000 songs stays linear
+        worst += [t for t in dict.fromkeys(low_stems) if t not in have]
+        seen = set(shown)
+        shown += [t for t in worst if t not in seen]
         song_rank = song.rank(method="first").astype(int)
         stem_rank = sc.set_index(["track_id", "label"]).score.rank(method="first").astype(int)
         rows = []
@@ -162,6 +164,22 @@ def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filt
         data["cleaners"][name] = {"rows": rows, "songs": len(song), "kept": len(kept), "cut": cut,
                                   "ratio": round(len(kept) / max(len(song), 1), 4), "hist": f"assets/hist-{name}.png",
                                   "source": "filter selection" if sel is not None else f"keep ratio {ratio} on this cleaner's scores"}
+    return data, shown, kept_by
+
+
+def page_html(data: dict) -> str:
+    """index.html with the data inlined (a file:// page cannot fetch)."""
+    payload = json.dumps(data, allow_nan=False, default=float).replace("</", "<\\/")
+    return PAGE.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", payload)
+
+
+def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filter_cleaner: str | None = None,
+          selection: pd.DataFrame | None = None, ratio: float = 0.75, mode: str = "unified",
+          truth: pd.DataFrame | None = None, audit: pd.DataFrame | None = None, songs: int = 12,
+          excerpt_s: float = 6.0, title: str = "stemsift listening report") -> dict:
+    """Write ``out``/index.html and ``out``/assets atomically; returns a summary."""
+    data, shown, kept_by = report_data(scores, str(ss.root), filter_cleaner=filter_cleaner, selection=selection,
+                                       ratio=ratio, mode=mode, truth=truth, audit=audit, songs=songs, title=title)
     with atomic_dir(out) as tmp:
         assets = tmp / "assets"
         assets.mkdir()
@@ -176,7 +194,6 @@ def build(ss: StemSet, scores: dict[str, pd.DataFrame], out: str | Path, *, filt
                 if lb != MIXTURE:
                     save_spectrogram(stems[lb][a:b], ss.sample_rate, assets / f"{tid}-{lb}.png")
             data.setdefault("excerpts", {})[tid] = [round(a / ss.sample_rate, 2), round(b / ss.sample_rate, 2)]
-        payload = json.dumps(data, allow_nan=False, default=float).replace("</", "<\\/")
-        (tmp / "index.html").write_text(PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
+        (tmp / "index.html").write_text(page_html(data))
     return {"songs": len(shown), "stems": len(shown) * len(LABELS), "cleaners": list(scores),
             "bytes": sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())}

@@ -1,4 +1,6 @@
-"""The listening report's single page: data inlined as JSON (file:// pages cannot fetch), no external resources."""
+"""The listening report's single page: data inlined as JSON (file:// pages cannot fetch), no external resources.
+It stays quick at thousands of rows: sorting and filtering run on the data, only one page of rows is in the DOM,
+images load lazily and an audio player is created only when a row is played."""
 
 PAGE = r"""<!doctype html>
 <html lang="en">
@@ -21,7 +23,8 @@ PAGE = r"""<!doctype html>
   .keep { color: #2f6f3a; font-weight: 600; } .drop { color: #a62a3a; font-weight: 600; }
   .v-keep { background: #e3f4e6; } .v-drop { background: #fbe4e7; }
   .flag { color: #a62a3a; font-size: 12px; } .num { font-variant-numeric: tabular-nums; text-align: right; }
-  audio { width: 170px; height: 28px; } img.spec { width: 240px; height: 80px; display: block; }
+  audio { width: 170px; height: 28px; } button.play { min-width: 34px; }
+  #pager button:disabled { opacity: 0.4; } img.spec { width: 240px; height: 80px; display: block; }
   #csv { width: 100%; height: 70px; font: 11px monospace; }
   .audit { background: #fff4e5; border: 1px solid #f0c36d; padding: 6px 8px; margin: 6px 0; }
 </style>
@@ -39,9 +42,12 @@ PAGE = r"""<!doctype html>
   <a id="dl" download="verdicts.csv" hidden>verdicts.csv</a>
 </div>
 <div class="keys"><kbd>&darr;</kbd>/<kbd>j</kbd> next, <kbd>&uarr;</kbd> previous, <kbd>k</kbd> keep stem, <kbd>d</kbd> drop stem,
-  <kbd>K</kbd>/<kbd>D</kbd> keep / drop the whole song, <kbd>u</kbd> clear, <kbd>space</kbd> play stem, <kbd>m</kbd> play mixture.
+  <kbd>K</kbd>/<kbd>D</kbd> keep / drop the whole song, <kbd>u</kbd> clear, <kbd>space</kbd> play stem, <kbd>m</kbd> play mixture,
+  <kbd>PgDn</kbd>/<kbd>PgUp</kbd> next / previous page.
   Verdicts stay in this browser until downloaded; point <code>filter.verdicts</code> at the file.</div>
 <img id="hist" alt="song-score histogram with the cut line">
+<div class="bar" id="pager"><button id="prev" type="button">&larr; previous page</button><span id="pageinfo"></span>
+  <button id="next" type="button">next page &rarr;</button></div>
 <table id="table">
   <thead><tr>
     <th data-key="track">song</th><th data-key="label">stem</th><th data-key="score" class="num">score</th>
@@ -62,7 +68,8 @@ const STORE = "stemsift-verdicts:" + DATA.stemset;
 const verdicts = new Map();  // "track|stem" -> keep | drop (stem: a label or "song")
 try { for (const [k, v] of JSON.parse(localStorage.getItem(STORE) || "[]")) verdicts.set(k, v); } catch (e) { /* no storage */ }
 let cleaner = DATA.filter_cleaner && DATA.cleaners[DATA.filter_cleaner] ? DATA.filter_cleaner : Object.keys(DATA.cleaners)[0];
-let sortKey = "score", sortDir = 1, focus = 0, view = [];
+let sortKey = "score", sortDir = 1, focus = 0, view = [], page = 0;  // focus: an index into view (every page)
+const PAGE_ROWS = DATA.page_rows || 200;  // rows in the DOM at once
 const $ = (id) => document.getElementById(id);
 
 function verdictOf(r) { return verdicts.get(r.track + "|" + r.label) || verdicts.get(r.track + "|song") || ""; }
@@ -101,16 +108,22 @@ function render() {
     });
   }
   focus = Math.min(focus, Math.max(0, view.length - 1));
-  $("rows").innerHTML = view.map((r, i) => {
-    const v = verdictOf(r);
+  const pages = Math.max(1, Math.ceil(view.length / PAGE_ROWS));
+  page = Math.min(page, pages - 1);
+  const start = page * PAGE_ROWS, shown = view.slice(start, start + PAGE_ROWS);
+  $("pageinfo").textContent = view.length ? "rows " + (start + 1) + "\u2013" + (start + shown.length) + " of " + view.length +
+    " \u00b7 page " + (page + 1) + " of " + pages : "no rows match";
+  $("prev").disabled = page === 0; $("next").disabled = page >= pages - 1;
+  $("rows").innerHTML = shown.map((r, j) => {
+    const i = start + j, v = verdictOf(r);
     return '<tr data-i="' + i + '" class="' + (i === focus ? "focus " : "") + (v ? "v-" + v : "") + '">' +
       "<td>" + esc(r.track) + "</td><td>" + esc(r.label) + '</td><td class="num">' + fmt(r.score) +
       '</td><td class="num">' + r.rank + '</td><td class="num">' + fmt(r.song_score) + '</td><td class="num">' +
       r.song_rank + '</td><td class="' + r.decision + '">' + r.decision + "</td><td>" + (v ? '<span class="' + v + '">' + v + "</span>" : "") +
       "</td><td>" + esc(r.truth === null ? "n/a" : r.truth) + (r.true_instruments && r.truth !== "clean" ? "<br><small>holds " +
       esc(r.true_instruments.join(" + ")) + "</small>" : "") + '</td><td class="flag">' + r.audit.map(esc).join("<br>") +
-      '</td><td><audio controls preload="none" src="assets/' + esc(r.track) + "-" + esc(r.label) + '.ogg"></audio></td>' +
-      '<td><audio controls preload="none" src="assets/' + esc(r.track) + '-mixture.ogg"></audio></td>' +
+      '</td>' + playCell("assets/" + r.track + "-" + r.label + ".ogg", 0, "play stem (space)") +
+      playCell("assets/" + r.track + "-mixture.ogg", 1, "play mixture (m)") +
       '<td><img class="spec" loading="lazy" alt="log-mel ' + esc(r.track) + " " + esc(r.label) + '" src="assets/' +
       esc(r.track) + "-" + esc(r.label) + '.png"></td></tr>';
   }).join("");
@@ -120,8 +133,19 @@ function render() {
   });
 }
 
+function playCell(src, which, title) {  // a button now, an <audio> once played: no player per row up front
+  return '<td class="player" data-src="' + esc(src) + '"><button type="button" class="play" data-w="' + which +
+    '" title="' + title + '">\u25B6</button></td>';
+}
+
+function setPage(p) {
+  page = p; focus = page * PAGE_ROWS; render();
+  window.scrollTo(0, $("table").offsetTop);
+}
+
 function setFocus(i) {
   focus = Math.max(0, Math.min(view.length - 1, i));
+  if (Math.floor(focus / PAGE_ROWS) !== page) { page = Math.floor(focus / PAGE_ROWS); render(); }
   document.querySelectorAll("#rows tr").forEach((tr) => tr.classList.toggle("focus", Number(tr.dataset.i) === focus));
   const tr = document.querySelector('#rows tr[data-i="' + focus + '"]');
   if (tr) tr.scrollIntoView({block: "nearest"});
@@ -136,7 +160,13 @@ function mark(r, whole, v) {
 function play(which) {
   const tr = document.querySelector('#rows tr[data-i="' + focus + '"]');
   if (!tr) return;
-  const a = tr.querySelectorAll("audio")[which];
+  const cell = tr.querySelectorAll("td.player")[which];
+  let a = cell.querySelector("audio");
+  if (!a) {
+    a = document.createElement("audio");
+    a.controls = true; a.preload = "auto"; a.src = cell.dataset.src;
+    cell.replaceChildren(a);
+  }
   document.querySelectorAll("audio").forEach((o) => { if (o !== a) o.pause(); });
   if (a.paused) a.play().catch(() => {}); else a.pause();
 }
@@ -144,14 +174,19 @@ function play(which) {
 document.querySelectorAll("th").forEach((th) => th.addEventListener("click", () => {
   if (!th.dataset.key) return;
   if (sortKey === th.dataset.key) sortDir = -sortDir; else { sortKey = th.dataset.key; sortDir = 1; }
-  render();
+  focus = 0; page = 0; render();
 }));
 $("rows").addEventListener("click", (e) => {
   const tr = e.target.closest("tr");
-  if (tr) setFocus(Number(tr.dataset.i));
+  if (!tr) return;
+  setFocus(Number(tr.dataset.i));
+  const b = e.target.closest("button.play");
+  if (b) play(Number(b.dataset.w));
 });
-for (const id of ["filter", "decision", "label"]) $(id).addEventListener("input", () => { focus = 0; render(); });
-$("cleaner").addEventListener("change", () => { cleaner = $("cleaner").value; focus = 0; header(); render(); });
+$("prev").addEventListener("click", () => setPage(page - 1));
+$("next").addEventListener("click", () => setPage(page + 1));
+for (const id of ["filter", "decision", "label"]) $(id).addEventListener("input", () => { focus = 0; page = 0; render(); });
+$("cleaner").addEventListener("change", () => { cleaner = $("cleaner").value; focus = 0; page = 0; header(); render(); });
 $("download").addEventListener("click", () => {
   const a = $("dl");
   a.href = URL.createObjectURL(new Blob([csvText()], {type: "text/csv"}));
@@ -164,7 +199,8 @@ document.addEventListener("keydown", (e) => {
     ArrowDown: () => setFocus(focus + 1), j: () => setFocus(focus + 1), ArrowUp: () => setFocus(focus - 1),
     k: () => r && mark(r, false, "keep"), d: () => r && mark(r, false, "drop"),
     K: () => r && mark(r, true, "keep"), D: () => r && mark(r, true, "drop"), u: () => r && mark(r, true, ""),
-    " ": () => play(0), m: () => play(1),
+    " ": () => play(0), m: () => play(1), PageDown: () => setPage(Math.min(page + 1, Math.floor((view.length - 1) / PAGE_ROWS))),
+    PageUp: () => setPage(Math.max(page - 1, 0)),
   };
   if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
 });

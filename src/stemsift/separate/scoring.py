@@ -11,6 +11,7 @@ import pandas as pd
 
 from stemsift import LABELS, memo
 from stemsift.audio import resample
+from stemsift.progress import progress
 from stemsift.separate import model as sepmodel
 from stemsift.separate.evaluate import museval_pool, score_tracks
 from stemsift.separate.mixit_eval import score_mixit
@@ -58,7 +59,8 @@ def score_model(ss: StemSet, folder: Path, niter: int, workers: int, device, cod
         try:
             df = pd.concat([score_tracks(list(separate_tracks(ss, folder, test[i:i + chunk], niter, device)),
                                          models_meta["model"]["sample_rate"], workers=workers, pool=pool)
-                            for i in range(0, len(test), chunk)], ignore_index=True)
+                            for i in progress(range(0, len(test), chunk), desc=f"evaluate {folder.name}",
+                                              unit=f"x{chunk} songs")], ignore_index=True)
         finally:
             if own:
                 pool.shutdown()

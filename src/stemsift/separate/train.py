@@ -13,6 +13,7 @@ import torch
 
 from stemsift import LABELS
 from stemsift.separate.data import RandomMixSampler, StemPool
+from stemsift.progress import progress
 from stemsift.separate.model import ModelConfig, build, spectrogram
 
 
@@ -83,7 +84,7 @@ def train_separator(pool: StemPool, selection, valid: dict[str, tuple[torch.Tens
     res = TrainResult(models={t: copy.deepcopy(m).cpu() for t, m in models.items()})
     res.best_valid = {t: float("inf") for t in targets}
     stale = {t: 0 for t in targets}
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in progress(range(1, cfg.epochs + 1), desc=f"train seed {seed}", unit="epochs"):
         row: dict = {"epoch": epoch}
         active = [t for t in targets if stale[t] <= cfg.patience]
         if not active:
