@@ -2,7 +2,8 @@
 
 ``STEMSIFT_PROGRESS`` overrides the choice: ``bar``, ``plain`` or ``off``. Plain mode never floods a CI log: a
 loop of known length prints at most one line per tenth of it, none closer than ``PLAIN_MIN_SECONDS`` apart, and a
-last line when it ends; a loop of unknown length prints at most one line per ``PLAIN_EVERY_SECONDS``."""
+last line when it ends; a loop of unknown length prints at most one line per ``PLAIN_EVERY_SECONDS``. A loop that
+ends within ``PLAIN_MIN_SECONDS`` prints nothing (a stage's one-line error stays the only line on stderr)."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -14,7 +15,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-PLAIN_MIN_SECONDS = 5.0     # a short loop says only that it finished
+PLAIN_MIN_SECONDS = 5.0     # a shorter loop says nothing
 PLAIN_EVERY_SECONDS = 30.0  # unknown length: a heartbeat
 
 
@@ -77,5 +78,6 @@ def _plain(iterable: Iterable[T], total: int | None, desc: str, unit: str) -> It
                 say(f"{n} {unit}")
                 last = now
     finally:  # also when the loop stops early (break, early stopping, an error)
-        say(f"{n}/{total} {unit} done" if total and n == total else
-            f"stopped at {n}/{total} {unit}" if total else f"{n} {unit} done")
+        if time.monotonic() - t0 >= PLAIN_MIN_SECONDS:
+            say(f"{n}/{total} {unit} done" if total and n == total else
+                f"stopped at {n}/{total} {unit}" if total else f"{n} {unit} done")
