@@ -34,9 +34,12 @@ def run(params: dict, set_name: str) -> dict:
             print(f"evaluate@{set_name}: {err}; 4-target SDR from the oracle mapping only")
     code = memo.code_key(__name__)  # this stage and every stemsift module it imports: edited code never reuses
     pool = museval_pool(e.workers) if e.workers > 1 else None  # one set of museval workers for every seed
+    # each song's audio identity (its stems' sha1s): evidence pairs sets by it, not by track id or position
+    song_sha1 = ss.stems.sort_values("label").groupby("track_id").sha1.agg(lambda h: memo.key(list(h))[:16])
     for seed in t.seeds:
         per_track = score_model(ss, Path(t.out) / set_name / f"seed{seed}", e.niter, e.workers, device, code,
                                 psi, pool).assign(seed=seed)
+        per_track["song_sha1"] = per_track.track_id.map(song_sha1)
         s = summarize_mixit(per_track) if "mapping" in per_track else summarize(per_track)
         run = runs[str(seed)]
         log_final_metrics(run["mlflow_run_id"], s)
