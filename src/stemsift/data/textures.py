@@ -310,15 +310,18 @@ def compose(texture: str, rng, seed: int, template, cfg) -> sy._Song:
 
 # ----------------------------------------------------------------------------- a texture's signature
 def onset_envelope(x: np.ndarray, sr: int, hop_s: float = 0.01) -> np.ndarray:
-    """Spectral-flux onset strength (half-wave rectified rise of the log spectrum, level-free), 10 ms frames."""
+    """Spectral-flux onset strength, 10 ms frames: the half-wave rectified rise of log energy in 24 log-spaced
+    bands (bands, not bins, so vibrato and glides are not onsets; log, so the stem's level does not count)."""
     mono = x.mean(axis=1) if x.ndim == 2 else x
     hop, n_fft = max(1, int(sr * hop_s)), 1 << int(math.ceil(math.log2(0.04 * sr)))
     if len(mono) < n_fft + hop:
         return np.zeros(1)
     frames = np.lib.stride_tricks.sliding_window_view(mono.astype(np.float64), n_fft)[::hop] * np.hanning(n_fft)
-    mag = np.abs(np.fft.rfft(frames, axis=1))
-    logm = np.log(mag + 1e-3 * mag.max() + 1e-12)
-    flux = np.maximum(np.diff(logm, axis=0), 0).sum(axis=1)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    edges = np.searchsorted(np.fft.rfftfreq(n_fft, 1.0 / sr), np.geomspace(60.0, sr / 2.0, 25))
+    band = np.add.reduceat(power, edges[:-1], axis=1)
+    logb = np.log(band + 1e-4 * band.max() + 1e-20)
+    flux = np.maximum(np.diff(logb, axis=0), 0).sum(axis=1)
     return flux - np.convolve(flux, np.ones(50) / 50, mode="same")  # minus the 0.5 s trend: onsets only
 
 
