@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from stemsift import LABELS
-from stemsift.data.defects import (DEFAULT_CONFIG, DEFECTS, PRESETS, SongPlan, contaminate_song, plan_defects,
-                                   resolve_config)
+from stemsift.audio import active_rms
+from stemsift.data.defects import (DEFAULT_CONFIG, DEFECTS, LABEL_NOISE_KINDS, PRESETS, SongPlan, contaminate_song,
+                                   level_song, plan_defects, resolve_config)
 
 SR = 16000
 SECONDS = 2.0
@@ -50,8 +51,21 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
-def run(song, defect, kind, seed=0, config=None):
-    return contaminate_song(song, SongPlan("t", defect, kind), SR, np.random.default_rng([seed, 0]), config)
+def run(song, defect, kind, seed=0, config=None, donor=None):
+    if kind == "foreign" and donor is None:
+        donor = make_song(1000 + seed)
+    return contaminate_song(song, SongPlan("t", defect, kind), SR, np.random.default_rng([seed, 0]), config,
+                            donor=donor, donor_id="d" if donor is not None else "")
+
+
+def unmatched(out, rows):
+    """The stems as the defect left them, before the A/B level match (its recorded gain undone)."""
+    gains = {r["label"]: r["params"].get("level_match_db", 0.0) for r in rows}
+    return {label: out[label].astype(np.float64) / 10 ** (gains[label] / 20) for label in LABELS}
+
+
+def level_db(x):
+    return 20 * np.log10(active_rms(x, SR))
 
 
 def rows_by_label(rows):
@@ -71,8 +85,9 @@ def test_plan_counts_mixed(n):
     assert c["clean"] == n - 2 * (n // 4)
     assert c["effects"] == 0
     kinds = Counter(p.kind for p in plans if p.defect == "label_noise")
-    assert set(kinds) <= {"swap", "merge"}
-    assert abs(kinds["swap"] - kinds["merge"]) <= 1
+    assert set(kinds) <= {"swap", "merge", "foreign"}
+    counts = [kinds[k] for k in ("swap", "merge", "foreign")]
+    assert max(counts) - min(counts) <= 1
     assert all(p.kind == "bleeding" for p in plans if p.defect == "bleeding")
     assert all(p.kind == "" for p in plans if p.defect == "clean")
 
@@ -88,6 +103,30 @@ def test_plan_counts_effects(n):
     assert set(kinds) <= {"distortion", "reverb", "lowpass"}
     counts = [kinds[k] for k in ("distortion", "reverb", "lowpass")]
     assert sum(counts) == n // 2 and max(counts) - min(counts) <= 1
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 6, 7, 12, 13, 18, 60, 101])
+def test_plan_counts_blend(n):
+    plans = plan_defects([f"b{i}" for i in range(n)], "blend", seed=5)
+    c = Counter(p.defect for p in plans)
+    s = n // 6
+    assert c["label_noise"] == c["bleeding"] == c["effects"] == s and c["clean"] == n - 3 * s
+    for defect, kinds in (("label_noise", LABEL_NOISE_KINDS), ("effects", ("distortion", "reverb", "lowpass"))):
+        got = Counter(p.kind for p in plans if p.defect == defect)
+        assert set(got) <= set(kinds)
+        assert sum(got.values()) == s and max(got[k] for k in kinds) - min(got[k] for k in kinds) <= 1
+
+
+def test_plan_label_noise_kinds_from_config():
+    ids = [f"t{i}" for i in range(24)]
+    for preset in ("mixed", "mixed25", "blend"):
+        kinds = {p.kind for p in plan_defects(ids, preset, 0, ["foreign"]) if p.defect == "label_noise"}
+        assert kinds == {"foreign"}
+    two = Counter(p.kind for p in plan_defects(ids, "mixed", 0, ["swap", "merge"]) if p.defect == "label_noise")
+    assert two == {"swap": 3, "merge": 3}
+    for bad in ([], ["swap", "swap"], ["rename"], "swap"):
+        with pytest.raises(ValueError, match="label_noise.kinds"):
+            plan_defects(ids, "mixed", 0, bad)
 
 
 @pytest.mark.parametrize("n", [0, 3, 10])
@@ -151,6 +190,12 @@ def test_config_merge_and_validation():
         {"effects": {"distortion": {"gain": 3}}},
         {"label_noise": {"merge_gain_db": [3, -3]}},
         {"label_noise": 5},
+        {"label_noise": {"kinds": ["swap", "relabel"]}},
+        {"label_noise": {"kinds": []}},
+        {"loudness": {"song_db": [3, -3]}},
+        {"loudness": {"peak": 1.5}},
+        {"loudness": {"peak": 0}},
+        {"loudness": {"target_db": -20}},
     ]
     for c in bad:
         with pytest.raises(ValueError, match="defect config"):
@@ -168,8 +213,8 @@ def test_bad_stems_rejected():
 
 # ------------------------------------------------------------------------------------------ contaminate
 
-ALL_PLANS = [("clean", ""), ("label_noise", "swap"), ("label_noise", "merge"), ("bleeding", "bleeding"),
-             ("effects", "distortion"), ("effects", "reverb"), ("effects", "lowpass")]
+ALL_PLANS = [("clean", ""), ("label_noise", "swap"), ("label_noise", "merge"), ("label_noise", "foreign"),
+             ("bleeding", "bleeding"), ("effects", "distortion"), ("effects", "reverb"), ("effects", "lowpass")]
 
 
 @pytest.mark.parametrize("defect,kind", ALL_PLANS)
@@ -200,6 +245,19 @@ def test_input_not_mutated_deterministic_and_serialisable(defect, kind):
         assert any(r["defect"] != "clean" for r in rows.values())
 
 
+@pytest.mark.parametrize("defect,kind", ALL_PLANS[1:])
+@pytest.mark.parametrize("seed", range(3))
+def test_processed_stems_keep_their_clean_level(defect, kind, seed):
+    """The A/B level match: a defect changes what a stem holds, never how loud it plays."""
+    rng = np.random.default_rng(60 + seed)
+    song = {label: band_noise(rng, *BANDS[label], rms=float(rng.uniform(0.02, 0.2))) for label in LABELS}
+    out, rows = run(song, defect, kind, seed=seed)
+    for r in rows:
+        if r["defect"] != "clean":
+            assert abs(level_db(out[r["label"]]) - level_db(song[r["label"]])) < 0.1, r
+            assert np.isfinite(r["params"]["level_match_db"])
+
+
 def test_different_rngs_differ():
     song = make_song(2)
     outs = [run(song, "bleeding", "bleeding", seed=s)[1] for s in range(6)]
@@ -225,19 +283,20 @@ def test_bleeding_level_exact_without_filter_or_delay(seed):
     song = make_song(10 + seed)
     cfg = {"bleeding": {"filter_prob": 0.0, "delay_prob": 0.0, "victims": [4, 4]}}
     out, rows = run(song, "bleeding", "bleeding", seed=seed, config=cfg)
+    raw = unmatched(out, rows)
     rows = rows_by_label(rows)
     for v in LABELS:
         r = rows[v]
         assert r["defect"] == "bleeding"
         p = r["params"]
         assert -20.0 <= p["level_db"] <= -10.0
-        assert abs(_leak_level(out, song, v) - p["level_db"]) < 0.5
+        assert abs(_leak_level(raw, song, v) - p["level_db"]) < 0.5
         assert p["cutoff_hz"] is None and p["delay_samples"] == 0
         srcs = [s for s in LABELS if s != v]
         assert sorted(p["sources"]) == sorted(srcs)
         assert r["true_instruments"] == sorted(LABELS)
         # the leak is exactly a scaled copy of the other stems
-        leak = out[v].astype(np.float64) - song[v]
+        leak = raw[v] - song[v]
         ref = sum(song[s].astype(np.float64) for s in srcs) * 10 ** (p["gain_db"] / 20)
         np.testing.assert_allclose(leak, ref, atol=1e-6)
 
@@ -249,16 +308,17 @@ def test_bleeding_level_exact_with_filter_and_delay(seed):
     cfg = {"bleeding": {"filter_prob": 1.0, "delay_prob": 1.0, "delay_ms": [5.0, 20.0],
                         "cutoff_hz": [1000.0, 1500.0], "level_db": [-25.0, -5.0], "victims": [1, 4]}}
     out, rows = run(song, "bleeding", "bleeding", seed=seed, config=cfg)
+    raw = unmatched(out, rows)
     victims = [r for r in rows if r["defect"] == "bleeding"]
     assert 1 <= len(victims) <= 4
     for r in victims:
         v, p = r["label"], r["params"]
-        assert abs(_leak_level(out, song, v) - p["level_db"]) < 0.5
+        assert abs(_leak_level(raw, song, v) - p["level_db"]) < 0.5
         assert 1000.0 <= p["cutoff_hz"] <= 1500.0 and p["filtered"]
         assert 5.0 <= p["delay_ms"] <= 20.0 + 1000.0 / SR
-        leak = out[v].astype(np.float64) - song[v]
+        leak = raw[v] - song[v]
         n = p["delay_samples"]
-        assert n > 0 and np.all(leak[:n] == 0)  # nothing leaks before the delay
+        assert n > 0 and np.abs(leak[:n]).max() < 1e-7  # nothing leaks before the delay (float32 rounding aside)
         # the leak is low-passed: relatively far less energy above 4 kHz than in the victim
         src = sum(song[s].astype(np.float64) for s in p["sources"])
         hi_leak = band_energy(leak, 4000, 8000) / band_energy(leak, 0, 1000)
@@ -307,16 +367,15 @@ def test_swap(seed):
     swapped = [label for label in LABELS if rows[label]["defect"] == "label_noise"]
     assert len(swapped) == 2
     a, b = swapped
-    np.testing.assert_array_equal(out[a], song[b])
-    np.testing.assert_array_equal(out[b], song[a])
+    raw = unmatched(out, list(rows.values()))
+    np.testing.assert_allclose(raw[a], song[b], atol=1e-6)  # b's content in a's slot, at a's level
+    np.testing.assert_allclose(raw[b], song[a], atol=1e-6)
+    assert abs(level_db(out[a]) - level_db(song[a])) < 0.1 and abs(level_db(out[b]) - level_db(song[b])) < 0.1
     assert rows[a]["true_instruments"] == [b] and rows[b]["true_instruments"] == [a]
     assert rows[a]["params"]["swapped_with"] == b and rows[b]["params"]["swapped_with"] == a
     for label in LABELS:
         if label not in swapped:
             np.testing.assert_array_equal(out[label], song[label])
-    mix_before = sum(song[label].astype(np.float64) for label in LABELS)
-    mix_after = sum(out[label].astype(np.float64) for label in LABELS)
-    np.testing.assert_allclose(mix_after, mix_before, atol=1e-6)
 
 
 def test_swap_pairs_vary():
@@ -341,7 +400,7 @@ def test_merge(seed):
     assert -6.0 <= p["gain_db"] <= 0.0
     # the stem now correlates with the merged source, and it did not before
     assert corr(out[a], song[b]) > 0.3 > abs(corr(song[a], song[b])) + 0.2
-    added = out[a].astype(np.float64) - song[a]
+    added = unmatched(out, list(rows.values()))[a] - song[a]
     assert corr(added, song[b]) > 0.999
     assert abs(10 * np.log10(energy(added) / energy(song[b])) - p["gain_db"]) < 0.05
     # B's own stem (and the others) are kept
@@ -368,6 +427,7 @@ def test_lowpass_removes_high_band():
     rng = np.random.default_rng(40)
     song = {label: band_noise(rng, 20.0, 7990.0) for label in LABELS}
     out, rows = run(song, "effects", "lowpass", config=ALL_STEMS)
+    out = unmatched(out, rows)  # the filter's own response (the level match then lifts the whole stem)
     for r in rows:
         label = r["label"]
         assert r["defect"] == "effects" and r["kind"] == "lowpass"
@@ -411,9 +471,10 @@ def test_reverb_lengthens_decay():
 def test_effect_settings_from_config():
     rng = np.random.default_rng(41)
     song = {label: band_noise(rng, 20.0, 7990.0) for label in LABELS}
-    weak, _ = run(song, "effects", "lowpass", config=ALL_STEMS)
+    weak = unmatched(*run(song, "effects", "lowpass", config=ALL_STEMS))
     strong, rows = run(song, "effects", "lowpass",
                        config={"effects": {"stem_prob": 1.0, "lowpass": {"cutoff_frequency_hz": 300.0}}})
+    strong = unmatched(strong, rows)
     assert rows[0]["params"]["cutoff_frequency_hz"] == 300.0
     assert band_energy(strong["vocals"], 1000, 3000) < 0.2 * band_energy(weak["vocals"], 1000, 3000)
 
@@ -445,3 +506,139 @@ def test_effects_skip_silent_stems():
         rows = rows_by_label(rows)
         assert rows["bass"]["defect"] == "clean" and rows["bass"]["true_instruments"] == []
         assert all(rows[label]["defect"] == "effects" for label in LABELS if label != "bass")
+
+
+# ---- foreign instrument
+
+@pytest.mark.parametrize("seed", range(5))
+def test_foreign_takes_a_donor_stem_of_another_label(seed):
+    song, donor = make_song(70 + seed), make_song(170 + seed)
+    out, rows = run(song, "label_noise", "foreign", seed=seed, donor=donor)
+    raw = unmatched(out, rows)
+    rows = rows_by_label(rows)
+    hit = [label for label in LABELS if rows[label]["defect"] != "clean"]
+    assert len(hit) == 1
+    a = hit[0]
+    r = rows[a]
+    b = r["params"]["donor_label"]
+    assert b != a and r["kind"] == "foreign" and r["params"]["donor"] == "d" and r["true_instruments"] == [b]
+    np.testing.assert_allclose(raw[a], donor[b], atol=1e-6)  # the donor's stem, level-matched to a's
+    assert abs(level_db(out[a]) - level_db(song[a])) < 0.1
+    assert max(abs(corr(out[a], song[label])) for label in LABELS) < 0.05  # no part of this song's own
+    for label in LABELS:
+        if label != a:
+            np.testing.assert_array_equal(out[label], song[label])
+
+
+def test_foreign_slots_and_donor_labels_vary_never_equal():
+    song, donor = make_song(80), make_song(180)
+    pairs = set()
+    for s in range(30):
+        r = next(r for r in run(song, "label_noise", "foreign", seed=s, donor=donor)[1] if r["defect"] != "clean")
+        pairs.add((r["label"], r["params"]["donor_label"]))
+    assert all(a != b for a, b in pairs) and len(pairs) >= 6
+
+
+def test_foreign_donor_length_channels_and_silence():
+    song = make_song(81)
+    short = {label: x[: FRAMES // 3] for label, x in make_song(181).items()}
+    out, rows = run(song, "label_noise", "foreign", seed=1, donor=short)
+    r = next(r for r in rows if r["defect"] != "clean")
+    raw = unmatched(out, rows)[r["label"]]
+    assert raw.shape == song[r["label"]].shape  # a shorter donor stem is looped to the song's length
+    np.testing.assert_allclose(raw[FRAMES // 3: 2 * (FRAMES // 3)], short[r["params"]["donor_label"]], atol=1e-6)
+    with pytest.raises(ValueError, match="donor"):
+        contaminate_song(song, SongPlan("t", "label_noise", "foreign"), SR, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="donor"):
+        run(song, "label_noise", "foreign", donor={label: x[:, :1] for label, x in make_song(182).items()})
+    # the donor has nothing audible but the song's own only label: nothing foreign to give
+    lone = make_song(83, silent=("bass", "drums", "other"))
+    out, rows = run(lone, "label_noise", "foreign", donor=make_song(183, silent=("bass", "drums", "other")))
+    assert all(r["defect"] == "clean" for r in rows)
+
+
+# ---- level treatment of a whole song
+
+def test_level_song_gain_then_one_headroom_rule():
+    quiet = {label: x * np.float32(0.1) for label, x in make_song(90).items()}
+    out, g = level_song(quiet, np.random.default_rng(0), {"loudness": {"song_db": [2.0, 2.0]}})
+    assert g == {"song_db": 2.0, "headroom_db": 0.0}
+    for label in LABELS:
+        np.testing.assert_allclose(out[label], quiet[label] * 10 ** (2 / 20), rtol=1e-5, atol=1e-7)
+    loud = {label: x * np.float32(2.0) for label, x in make_song(91).items()}
+    out, g = level_song(loud, np.random.default_rng(0), {"loudness": {"song_db": [0.0, 3.0], "peak": 0.9}})
+    assert 0.0 <= g["song_db"] <= 3.0 and g["headroom_db"] < 0
+    peak = max([np.abs(sum(out.values())).max()] + [np.abs(x).max() for x in out.values()])
+    assert abs(peak - 0.9) < 1e-5
+    ratio = {label: level_db(out[label]) - level_db(loud[label]) for label in LABELS}  # one gain for every stem
+    assert max(ratio.values()) - min(ratio.values()) < 1e-3
+    draws = {level_song(quiet, np.random.default_rng(s))[1]["song_db"] for s in range(20)}
+    assert min(draws) >= -4.0 and max(draws) <= 4.0 and len(draws) == 20
+
+
+# ---- the stage: every training song re-written alike
+
+@pytest.fixture(scope="module")
+def contaminated(tmp_path_factory):
+    from conftest import make_stems
+    from stemsift.params import ContaminateParams
+    from stemsift.stages.contaminate import contaminate_stemset
+    from stemsift.stemset import StemSet, StemSetWriter
+
+    tmp = tmp_path_factory.mktemp("contaminate")
+    w = StemSetWriter(tmp / "raw", 8000, 1, source="synthetic")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        split = "train" if i < 18 else ("reference" if i == 18 else "test")
+        g = np.float32(10 ** (rng.uniform(-9.0, 0.0) / 20))  # songs come at different levels
+        w.add_track(f"{split}-{i:02d}", split, {k: v * g for k, v in make_stems(i, 1.0, 8000, 1).items()})
+    raw = w.close()
+    truth = contaminate_stemset(raw, tmp / "contaminated", ContaminateParams(preset="blend", seed=2))
+    return raw, StemSet(tmp / "contaminated"), truth
+
+
+def test_contaminated_songs_are_rewritten_and_defects_keep_the_clean_level(contaminated):
+    raw, ss, truth = contaminated
+    assert not [f for f in ss.validate() if f.fatal]
+    sha = lambda s: s.stems.set_index(["track_id", "label"]).sha1
+    same = sha(ss) == sha(raw).reindex(sha(ss).index)
+    train = ss.stems.split == "train"
+    assert not same[train.to_numpy()].any()  # no training stem, clean or not, is a byte copy of data/raw's
+    assert same[(~train).to_numpy()].all()   # reference and test are copied as they are
+    mix = lambda s: s.tracks.set_index("track_id").sha1
+    assert (mix(ss)[ss.track_ids("train")] != mix(raw)[ss.track_ids("train")]).all()
+    clean_songs = set(truth.track_id) - set(truth[truth.defect != "clean"].track_id)
+    assert len(clean_songs) == 9
+    for r in truth.itertuples():
+        p = json.loads(r.params)
+        assert -4.0 <= p["song_db"] <= 4.0 and p["headroom_db"] <= 0.0
+        song_gain = p["song_db"] + p["headroom_db"]
+        sr = ss.sample_rate
+        # every stem plays at its clean stem's level times the song's gain: the defect leaves loudness alone
+        got = 20 * np.log10(active_rms(ss.load(r.track_id, r.label), sr) / active_rms(raw.load(r.track_id, r.label), sr))
+        assert abs(got - song_gain) < 0.1, (r.track_id, r.label, r.defect, r.kind, got, song_gain)
+        if r.defect != "clean":
+            assert "level_match_db" in p
+        meta = ss.meta(r.track_id)
+        assert meta["song_db"] == p["song_db"] and meta["defect"] in DEFECTS
+
+
+def test_contaminated_foreign_stem_comes_from_another_training_song(contaminated):
+    raw, ss, truth = contaminated
+    rows = truth[truth.kind == "foreign"]
+    assert len(rows) == 1
+    r = rows.iloc[0]
+    p = json.loads(r.params)
+    assert p["donor"] in raw.track_ids("train") and p["donor"] != r.track_id
+    assert p["donor_label"] != r.label and list(r.true_instruments) == [p["donor_label"]]
+    assert corr(ss.load(r.track_id, r.label), raw.load(p["donor"], p["donor_label"])) > 0.999
+
+
+def test_contaminated_blend_counts(contaminated):
+    from stemsift.stages.contaminate import summarize
+
+    _, _, truth = contaminated
+    counts = summarize(truth)
+    assert counts["songs"] == 18 and counts["songs_clean"] == 9
+    assert counts["songs_label_noise"] == counts["songs_bleeding"] == counts["songs_effects"] == 3
+    assert all(counts[f"songs_{k}"] == 1 for k in ("swap", "merge", "foreign", "distortion", "reverb", "lowpass"))

@@ -108,3 +108,18 @@ def rms_db(x: np.ndarray) -> float:
     """RMS level in dBFS (-inf for digital silence)."""
     e = float(np.mean(np.square(x, dtype=np.float64))) if x.size else 0.0
     return 10 * np.log10(e) if e > 0 else float("-inf")
+
+
+def active_rms(x: np.ndarray, sr: int, block_s: float = 0.1, floor_db: float = -20.0) -> float:
+    """RMS over the blocks where the signal plays (block energy within ``floor_db`` of the loudest block), so a
+    sparse stem's level is the level it plays at: the level a mixing engineer matches in an A/B. 0 for silence."""
+    x = np.asarray(x)
+    x = x[:, None] if x.ndim == 1 else x
+    hop = max(1, int(sr * block_s))
+    m = len(x) // hop * hop
+    if m == 0:  # shorter than one block: the whole signal is the block
+        e = np.array([float(np.mean(np.square(x, dtype=np.float64)))]) if x.size else np.zeros(1)
+    else:
+        e = np.mean(np.square(x[:m].reshape(-1, hop * x.shape[1]), dtype=np.float64), axis=1)
+    top = float(e.max())
+    return float(np.sqrt(e[e > top * 10 ** (floor_db / 10)].mean())) if top > 0 else 0.0

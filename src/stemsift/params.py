@@ -149,12 +149,13 @@ class DataParams:
 
 @dataclass(frozen=True)
 class ContaminateParams:
-    preset: str = "mixed"  # mixed | mixed25 | effects | none
+    preset: str = "mixed"  # mixed | mixed25 | effects | blend | none
     seed: int = 0
     out: str = "data/contaminated"
     label_noise: dict = field(default_factory=dict)
     bleeding: dict = field(default_factory=dict)
     effects: dict = field(default_factory=dict)
+    loudness: dict = field(default_factory=dict)  # song_db, peak: the same level treatment for every training song
 
     def check(self, where: str) -> None:
         from stemsift.data.defects import PRESETS, resolve_config
@@ -166,7 +167,8 @@ class ContaminateParams:
             raise ParamsError(f"{where}: {e}") from None
 
     def defect_config(self) -> dict:
-        return {"label_noise": self.label_noise, "bleeding": self.bleeding, "effects": self.effects}
+        return {"label_noise": self.label_noise, "bleeding": self.bleeding, "effects": self.effects,
+                "loudness": self.loudness}
 
 
 @dataclass(frozen=True)

@@ -8,31 +8,42 @@ import numpy as np
 import pandas as pd
 
 from stemsift.catalogue import TRUTH
-from stemsift.data.defects import contaminate_song, plan_defects
+from stemsift.data.defects import contaminate_song, level_song, plan_defects, resolve_config
 from stemsift.params import ContaminateParams, DataParams, stage_params
-from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file, fit_headroom
+from stemsift.stemset import StemSet, StemSetWriter, atomic_dir, atomic_file
 
 METRICS = Path("metrics/contamination.json")
 
 
 def contaminate_stemset(src: StemSet, out_root: Path, p: ContaminateParams) -> pd.DataFrame:
-    """Write the contaminated copy of ``src`` into ``out_root``; return the truth table."""
+    """Write the contaminated copy of ``src`` into ``out_root``; return the truth table.
+
+    Every training song, clean or defective, is re-written through the same level treatment (``level_song``: a
+    drawn song gain, then one headroom rule) and encoding, so neither its bytes nor its loudness tell a clean song
+    from a defective one; the other splits are copied as they are."""
     ext = Path(src.stems.path.iloc[0]).suffix
     writer = StemSetWriter(out_root, src.sample_rate, src.channels, ext, source=str(src.tracks.source.iloc[0]))
     for tid in src.tracks.track_id[src.tracks.split != "train"]:
         writer.copy_track(src, tid)
+    cfg = resolve_config(p.defect_config())
+    train = src.track_ids("train")
     truth = []
-    for i, plan in enumerate(plan_defects(src.track_ids("train"), p.preset, p.seed)):
+    for i, plan in enumerate(plan_defects(train, p.preset, p.seed, cfg["label_noise"]["kinds"])):
         stems = src.load_track(plan.track_id)
         rng = np.random.default_rng([p.seed, i])
-        dirty, rows = contaminate_song(stems, plan, src.sample_rate, rng, p.defect_config())
-        if plan.defect == "clean":
-            writer.copy_track(src, plan.track_id)  # byte-identical to the raw set
-        else:
-            dirty, gain = fit_headroom(dirty, 0.99)  # 16-bit files: the contaminated sum must not clip
-            meta = {**src.meta(plan.track_id), "defect": plan.defect, "defect_kind": plan.kind, "defect_gain": gain}
-            writer.add_track(plan.track_id, "train", dirty, meta)
-        truth += [{**r, "track_id": plan.track_id, "params": json.dumps(r["params"], sort_keys=True)} for r in rows]
+        donor_id = None
+        if plan.kind == "foreign":  # another training song lends a stem (its raw, clean version)
+            others = [t for t in train if t != plan.track_id]
+            if not others:
+                raise ValueError(f"contaminate.label_noise.kinds: 'foreign' needs two training songs, {src.root} has one")
+            donor_id = others[int(np.random.default_rng([p.seed, i, 1]).integers(len(others)))]
+        dirty, rows = contaminate_song(stems, plan, src.sample_rate, rng, cfg,
+                                       donor=src.load_track(donor_id) if donor_id else None, donor_id=donor_id or "")
+        leveled, gains = level_song(dirty, np.random.default_rng([p.seed, i, 2]), cfg)
+        meta = {**src.meta(plan.track_id), "defect": plan.defect, "defect_kind": plan.kind, **gains}
+        writer.add_track(plan.track_id, "train", leveled, meta)
+        truth += [{**r, "track_id": plan.track_id, "params": json.dumps({**r["params"], **gains}, sort_keys=True)}
+                  for r in rows]
     writer.close()
     df = pd.DataFrame(truth)[["track_id", "label", "defect", "kind", "params", "true_instruments"]]
     df["true_instruments"] = [sorted(v) for v in df.true_instruments]
@@ -41,15 +52,23 @@ def contaminate_stemset(src: StemSet, out_root: Path, p: ContaminateParams) -> p
 
 
 def summarize(truth: pd.DataFrame) -> dict:
-    """Counts for metrics/contamination.json (short stable keys: they become dvc exp show columns)."""
-    song = truth.groupby("track_id").defect.agg(lambda d: next((x for x in d if x != "clean"), "clean"))
-    out = {"songs": int(len(song)), "stems": int(len(truth))}
-    for defect, n in song.value_counts().sort_index().items():
+    """Counts for metrics/contamination.json (short stable keys: they become dvc exp show columns): songs per
+    defect and per kind (songs_swap, songs_reverb, ...), stems per kind, and how many songs the headroom rule
+    scaled down (songs_headroom; the same rule for clean and defective songs)."""
+    first = truth.groupby("track_id").agg(
+        defect=("defect", lambda d: next((x for x in d if x != "clean"), "clean")),
+        kind=("kind", lambda k: next((x for x in k if x), "")), params=("params", "first"))
+    out = {"songs": int(len(first)), "stems": int(len(truth))}
+    for defect, n in first.defect.value_counts().sort_index().items():
         out[f"songs_{defect}"] = int(n)
+    for kind, n in first.kind[~first.kind.isin(["", *first.defect])].value_counts().sort_index().items():
+        out[f"songs_{kind}"] = int(n)
     dirty = truth[truth.defect != "clean"]
     out["stems_defective"] = int(len(dirty))
     for kind, n in dirty.kind.value_counts().sort_index().items():
         out[f"stems_{kind}"] = int(n)
+    head = [json.loads(p).get("headroom_db", 0.0) for p in first.params]
+    out["songs_headroom"] = int(sum(h < 0 for h in head))
     return out
 
 
