@@ -124,20 +124,21 @@ def test_loss_cleaner_ranks_the_swapped_stems_lowest(world):
     table = scored(world, "loss")
     low = set(zip(*table.nsmallest(3, "score")[["track_id", "label"]].T.values))
     assert {(SWAPPED, "vocals"), (SWAPPED, "bass")} <= low, table.nsmallest(4, "score")
-    assert table.groupby("track_id").song_score.first().idxmin() == SWAPPED
+    songs = table.groupby("track_id").song_score.first()
+    assert songs[SWAPPED] < songs.drop(SWAPPED).min()  # strictly: constant scores tie, and ties put train-00 first
 
 
 @pytest.mark.parametrize("fusion", ["max_z", "rank_mean"])
 def test_blind_fusion_finds_what_either_part_finds(world, fusion):
     table = scored(world, "blind", components=["fad", "leak"], fusion=fusion)
     songs = table.groupby("track_id").song_score.first()
-    assert set(songs.nsmallest(3).index) == {SWAPPED, BLED, MERGED}
+    assert songs[[SWAPPED, BLED, MERGED]].max() < songs.drop([SWAPPED, BLED, MERGED]).min(), songs.sort_values()
 
 
 def test_every_cleaner_keeps_the_sign_convention_higher_is_keep(world):
     """A cleaner whose scores came out negated (defective = high) fails here: the defective songs' mean rank
     must sit well below the clean songs' for every registered cleaner this set can exercise."""
-    skip = {"random", "selfrefine", "unlearning"}  # control; needs the refine stage; own tests (exact copies)
+    skip = {"random", "level", "selfrefine", "unlearning"}  # controls; needs the refine stage; own tests (exact copies)
     sees = {"leak": [BLED, MERGED], "loss": [SWAPPED]}  # by construction: coherence / a separator's error
     for name in sorted(set(REGISTRY) - skip):
         rank = scored(world, name).groupby("track_id").song_score.first().rank(pct=True)
@@ -167,7 +168,8 @@ def test_fusion_components_are_scored_first_and_cycles_fail():
     params = {"cleaners": {"hybrid": {"components": ["blind", "mlp"]}, "blind": {"components": ["fad", "leak"]}}}
     order = scoring_order(params, ["hybrid", "random"], 0)
     assert order.index("fad") < order.index("blind") < order.index("hybrid") and order.index("mlp") < order.index("hybrid")
-    assert order[-1] == "random" and len(order) == len(set(order))
+    assert order == ["fad", "leak", "blind", "mlp", "hybrid", "random"]  # depth first, each component once
+    assert scoring_order(params, ["fad", "hybrid", "fad"], 0) == ["fad", "leak", "blind", "mlp", "hybrid"]
     cyc = {"cleaners": {"blind": {"components": ["hybrid", "fad"]}, "hybrid": {"components": ["blind", "mlp"]}}}
     with pytest.raises(CleanerError, match="cycle"):
         scoring_order(cyc, ["hybrid"], 0)

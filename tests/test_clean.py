@@ -85,7 +85,8 @@ def test_each_cleaner_ranks_the_corrupted_stems_below_the_clean_ones(world, name
     if name == "fad":  # a stem that is 2/3 drums is also far from the clean vocals
         assert t[(t.track_id == BLED) & (t.label == "vocals")].score.iloc[0] < clean.score.min()
     songs = table.groupby("track_id").song_score.first()
-    assert songs.idxmin() in (SWAPPED, BLED)
+    # strictly below every other song (a constant-score cleaner ties, and pandas' tie order puts train-00 first)
+    assert songs[[SWAPPED, BLED]].min() < songs.drop([SWAPPED, BLED]).min(), songs.sort_values()
 
 
 def test_random_cleaner_is_seeded_and_scores_every_stem(world):
@@ -103,20 +104,146 @@ def test_cleaners_are_registered_and_reject_unknown_options():
         get_cleaner("nope")
 
 
+# options that keep every registered cleaner small on this set (2 s songs at 8 kHz); `tmp` = the test's folder
+SMALL = {"loss": lambda tmp: {"model": str(tmp / "models" / "baseline"), "seq_dur": 0.5, "segments": 2, "device": "cpu"},
+         "unlearning": lambda tmp: {"model": str(tmp / "models" / "baseline"), "seq_dur": 0.5, "device": "cpu"},
+         "selfrefine": lambda tmp: {"folder": str(tmp / "refined")},
+         "mlp": lambda tmp: {"epochs": 2}, "confident": lambda tmp: {"epochs": 2, "folds": 2}}
+
+
+def baseline_and_refined(ss: StemSet, tmp) -> None:
+    """What the stages before `score` leave for the cleaners that read more than the view: an initialised tiny
+    baseline separator (models/baseline/seed0) and a refine-stage table of class probabilities."""
+    import torch
+
+    from stemsift.clean.selfrefine import REFINED
+    from stemsift.separate.model import ModelConfig, build, save
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(sample_rate=SR, n_fft=256, n_hop=64, hidden_size=16, nb_layers=1, nb_channels=1)
+    save({t: build(cfg) for t in LABELS}, cfg, tmp / "models" / "baseline" / "seed0")
+    rng = np.random.default_rng(0)
+    rows = ss.stems[ss.stems.split == "train"][["track_id", "label"]]
+    probs = rng.dirichlet(np.ones(len(LABELS)), len(rows))
+    (tmp / "refined").mkdir()
+    rows.assign(iteration=0, **{f"p_{c}": probs[:, k] for k, c in enumerate(LABELS)}).to_parquet(tmp / "refined" / REFINED)
+
+
+def score_every_cleaner(view: StemView, tmp) -> dict[str, pd.DataFrame]:
+    from stemsift.stages.score import scoring_order
+
+    params = {"cleaners": {n: SMALL.get(n, lambda t: {})(tmp) for n in REGISTRY}}
+    for name in scoring_order(params, sorted(REGISTRY), 0):  # fusion cleaners after their components
+        view.scores[name] = get_cleaner(name, params["cleaners"][name], seed=0).score(view)
+    return view.scores
+
+
 def test_truth_never_reaches_a_cleaner(world, tmp_path):
+    """Every registered cleaner scores the same stems identically without the truth file and without the track
+    metadata that names the defects: none of them reads either, by any path."""
     ss, store, _ = world
     view = StemView.of(ss, store)
     assert "meta" not in view.train.columns and "defect" not in view.train.columns
-    # the same stems without the truth file and without track metadata score identically
+    baseline_and_refined(ss, tmp_path)
     blind = tmp_path / "blind"
     shutil.copytree(ss.root, blind)
     (blind / "truth.parquet").unlink()
     tracks = pd.read_parquet(blind / "tracks.parquet").assign(meta="{}")
     tracks.to_parquet(blind / "tracks.parquet", index=False)
-    for name in ("fad", "mlp"):
-        a = get_cleaner(name, seed=0).score(view)
-        b = get_cleaner(name, seed=0).score(StemView.of(StemSet(blind), store))
-        pd.testing.assert_frame_equal(a, b)
+    a = score_every_cleaner(view, tmp_path)
+    b = score_every_cleaner(StemView.of(StemSet(blind), store), tmp_path)
+    assert set(a) == set(REGISTRY)
+    for name in REGISTRY:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def reachable(obj, seen: set | None = None):
+    """Every object the view leads to through attributes, bound-method selves, closures, wrapped functions,
+    partials and containers (not through a function's module globals: those lead to every loaded module)."""
+    import functools
+    import types
+    from pathlib import Path
+
+    seen = set() if seen is None else seen
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (types.ModuleType, type, int, float, bool, bytes, np.ndarray, type(None))):
+            continue
+        seen.add(id(o))
+        yield o
+        if isinstance(o, (str, Path)):
+            continue
+        if isinstance(o, pd.DataFrame):
+            stack.append(list(o.columns))
+            stack += [v for c in o.columns if o[c].dtype == object for v in o[c]]
+            continue
+        if isinstance(o, dict):
+            stack += list(o.keys()) + list(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack += list(o)
+        if isinstance(o, types.MethodType):
+            stack += [o.__self__, o.__func__]
+        if isinstance(o, types.FunctionType):
+            stack += [c.cell_contents for c in (o.__closure__ or ())] + list(o.__defaults__ or ())
+            stack += list((o.__kwdefaults__ or {}).values())
+        if isinstance(o, functools.partial):
+            stack += [o.func, *o.args, *o.keywords.values()]
+        for name in ("__self__", "__wrapped__", "__func__"):
+            if not isinstance(o, (types.FunctionType, types.MethodType)) and hasattr(o, name):
+                stack.append(getattr(o, name))
+        stack += list(getattr(o, "__dict__", {}).values())
+        for cls in type(o).__mro__:
+            stack += [getattr(o, s) for s in getattr(cls, "__slots__", ()) if hasattr(o, s)]
+
+
+def test_the_view_leads_to_no_stem_set_metadata_or_truth(world):
+    """The view's audio reader holds stem file paths only: no StemSet (whose `tracks.meta` names the defect and
+    whose root holds truth.parquet), no metadata table, no root or truth path, by any attribute; and it pickles
+    (compute.executor: ray ships it to workers) and reads what StemSet.load reads."""
+    import pickle
+    from pathlib import Path
+
+    ss, store, _ = world
+    view = StemView.of(ss, store)
+    assert not hasattr(view.load_audio, "__self__")  # not the bound StemSet.load; the walk below checks the rest
+    root, found = Path(ss.root).resolve(), list(reachable(view))
+    assert not [o for o in found if isinstance(o, StemSet)]
+    assert not [o for o in found if isinstance(o, pd.DataFrame) and {"meta", "defect", "defect_kind"} & set(o.columns)]
+    paths = [Path(o) for o in found if isinstance(o, (str, Path)) and ("/" in str(o) or isinstance(o, Path))]
+    assert not [p for p in paths if p.resolve() == root or p.name in ("truth.parquet", "tracks.parquet")]
+    assert not [o for o in found if isinstance(o, str) and ("truth" in o or "meta" == o)]
+    assert str(root / view.train.path.iloc[0]) in found  # it did walk into the reader: the stem paths are there
+    reader = pickle.loads(pickle.dumps(view.load_audio))
+    np.testing.assert_array_equal(reader(SWAPPED, "vocals"), ss.load(SWAPPED, "vocals"))
+    with pytest.raises(KeyError, match="test"):
+        view.load_audio(ss.track_ids("test")[0] if ss.track_ids("test") else "test-00", "vocals")
+
+
+def test_baseline_cleaners_read_only_the_baseline_models(world, tmp_path):
+    """loss and unlearning read the separator trained on the uncleaned set: models/oracle (trained on the truth),
+    models/cleaned or a link named baseline that points elsewhere fail naming the params key; the score stage
+    also holds selfrefine to the refine stage's folder."""
+    from stemsift.stages.score import only_stage_outputs
+
+    ss, store, _ = world
+    view = StemView.of(ss, store)
+    baseline_and_refined(ss, tmp_path)
+    for run in ("oracle", "cleaned"):
+        shutil.copytree(tmp_path / "models" / "baseline", tmp_path / "models" / run)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "baseline").symlink_to(tmp_path / "models" / "oracle")
+    for name in ("loss", "unlearning"):
+        for bad in ("models/oracle", "models/cleaned", "models/oracle/seed0", "elsewhere/baseline"):
+            with pytest.raises(CleanerError, match=rf"^cleaners\.{name}\.model: .*not the baseline's models"):
+                get_cleaner(name, {**SMALL[name](tmp_path), "model": str(tmp_path / bad)}).score(view)
+    params = {"train": {"out": str(tmp_path / "models")}, "refine": {"out": str(tmp_path / "refined")},
+              "cleaners": {n: SMALL[n](tmp_path) for n in ("loss", "unlearning", "selfrefine")}}
+    only_stage_outputs(params, ["loss", "unlearning", "selfrefine"])  # the stage outputs themselves pass
+    for name, key, value in [("loss", "model", "models/oracle"), ("selfrefine", "folder", "models/oracle")]:
+        bad = {**params, "cleaners": {**params["cleaners"], name: {**params["cleaners"][name], key: str(tmp_path / value)}}}
+        with pytest.raises(CleanerError, match=rf"^cleaners\.{name}\.{key}: "):
+            only_stage_outputs(bad, [name])
 
 
 def _scores(n: int = 8) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 A cleaner sees a :class:`StemView` of the training and clean reference splits (audio, manifest rows without
 track metadata, embeddings) and returns one score per training stem, higher = keep. The defect truth and the
-contaminate stage's track metadata never enter the view.
+contaminate stage's track metadata never enter the view: its audio comes from an :class:`AudioReader` holding file
+paths only, and nothing in it leads back to the StemSet.
 """
 from __future__ import annotations
 
@@ -21,6 +22,34 @@ VIEW_COLUMNS = ["track_id", "split", "label", "path", "sample_rate", "channels",
 
 class CleanerError(ValueError):
     """A bad cleaner name or option; one line naming the params key."""
+
+
+class AudioReader:
+    """``reader(track_id, label)`` -> (frames, channels) float audio of one stem the view lists. Holds only the
+    stems' file paths: unlike the bound ``StemSet.load`` it leads to no StemSet, track metadata (which names the
+    simulated defect) or truth file. A plain object of strings, so it pickles to Ray workers."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths: dict[tuple[str, str], str]):
+        self.paths = paths
+
+    @classmethod
+    def of(cls, ss: StemSet, stems: pd.DataFrame) -> "AudioReader":
+        return cls({(t, lb): str(ss.root / p) for t, lb, p in zip(stems.track_id, stems.label, stems.path)})
+
+    def __call__(self, track_id: str, label: str) -> np.ndarray:
+        from stemsift.audio import read_audio
+
+        if (track_id, label) not in self.paths:
+            raise KeyError(f"no {label!r} stem for track {track_id!r} in the cleaner's view")
+        return read_audio(self.paths[track_id, label])[0]
+
+    def __getstate__(self):
+        return self.paths
+
+    def __setstate__(self, paths):
+        self.paths = paths
 
 
 @dataclass
@@ -45,9 +74,10 @@ class StemView:
     @classmethod
     def of(cls, ss: StemSet, embeddings: Callable[[str], np.ndarray] | None = None) -> "StemView":
         stems = ss.stems[VIEW_COLUMNS].reset_index(drop=True)
+        stems = stems[stems.split.isin(["train", "reference"])].reset_index(drop=True)  # test songs stay unseen
         return cls(train=stems[stems.split == "train"].reset_index(drop=True),
                    reference=stems[stems.split == "reference"].reset_index(drop=True),
-                   load_audio=ss.load, embeddings=embeddings, sample_rate=ss.sample_rate)
+                   load_audio=AudioReader.of(ss, stems), embeddings=embeddings, sample_rate=ss.sample_rate)
 
     def embed(self, rows: pd.DataFrame) -> list[np.ndarray]:
         if self.embeddings is None:
@@ -96,9 +126,22 @@ class Cleaner(ABC):
 
 
 def robust_z(x: pd.Series) -> pd.Series:
-    """(x - median) / (1.4826 MAD): a z-score a few corrupt stems cannot drag (shared by loss and fusion)."""
-    mad = 1.4826 * (x - x.median()).abs().median()
-    return (x - x.median()) / (mad if mad > 0 else (x.std(ddof=1) or 1.0))
+    """(x - median) / scale: a z-score a few corrupt stems cannot drag (shared by loss and fusion).
+
+    scale = 1.4826 MAD (consistent with the standard deviation for Gaussian data). When more than half the values
+    are equal the MAD is 0: the scale falls back to 1.2533 x the mean absolute deviation from the median
+    (sqrt(pi/2): also consistent for Gaussian data, and still > 0 when any value differs), and to 1.0 when every
+    value is equal. A one-element group is 0 (its own median). Never NaN for finite input."""
+    x = x.astype(float)
+    if len(x) == 0:
+        return x
+    dev = (x - x.median()).abs()
+    scale = 1.4826 * dev.median()
+    if not scale > 0:
+        scale = 1.2533 * dev.mean()
+    if not scale > 0:
+        scale = 1.0
+    return (x - x.median()) / scale
 
 
 REGISTRY: dict[str, type[Cleaner]] = {}

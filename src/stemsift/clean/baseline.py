@@ -31,8 +31,24 @@ class ViewSongs(Mapping):
         return len(self.ids)
 
 
+BASELINE = "baseline"  # the train stage's run folder <train.out>/baseline/seed<k>: trained on the uncleaned set
+
+
+def only_baseline(model: str | Path, key: str) -> None:
+    """A cleaner may read the separator trained on the uncleaned set only: ``model`` must be the train stage's
+    ``baseline`` run folder (or one seed<k> in it). models/oracle was trained on the truth, models/cleaned on a
+    cleaner's own choice: either would be a side door, so any other folder fails."""
+    p = Path(model).resolve()  # a symlink named baseline that points at models/oracle is still oracle
+    run = p.parent if re.fullmatch(r"seed\d+", p.name) else p
+    if run.name != BASELINE:
+        raise CleanerError(f"cleaners.{key}: {model} is not the baseline's models (a folder named {BASELINE!r}, e.g. "
+                           f"models/{BASELINE}): cleaners may read only the separator trained on the uncleaned set")
+
+
 def baseline_folder(model: str | Path, model_seed: int | None, key: str = "unlearning.model") -> Path:
-    """``model`` itself when it holds separator.json, else its seed<k>/ (the lowest k unless model_seed)."""
+    """``model`` itself when it holds separator.json, else its seed<k>/ (the lowest k unless model_seed).
+    Only the baseline's models (see :func:`only_baseline`)."""
+    only_baseline(model, key)
     root = Path(model)
     if (root / "separator.json").is_file() and model_seed is None:
         return root

@@ -14,7 +14,8 @@ from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
 from stemsift.clean.metrics import detection
 from stemsift.embed.cache import EmbeddingStore
 from stemsift.compute import executor_from_params, shutdown
-from stemsift.params import ComputeParams, ContaminateParams, EmbedParams, ScoreParams, TrainParams, params_hash, stage_params
+from stemsift.params import (ComputeParams, ContaminateParams, EmbedParams, RefineParams, ScoreParams, TrainParams, params_hash,
+                             stage_params)
 from stemsift.stemset import StemSet, atomic_dir, atomic_file
 
 METRICS = Path("metrics/cleaning.json")
@@ -41,6 +42,19 @@ def scoring_order(params: dict, names: list[str], seed: int) -> list[str]:
     for n in names:
         visit(n, ())
     return order
+
+
+def only_stage_outputs(params: dict, names: list[str]) -> None:
+    """The files a cleaner reads besides the view are the uncleaned baseline's models (<train.out>/baseline) and
+    the refine stage's folder (refine.out), nothing else: models/oracle was trained on the truth."""
+    baseline = Path(stage_params(params, "train", TrainParams).out, "baseline")
+    refined = Path(stage_params(params, "refine", RefineParams).out)
+    for name in names:
+        opts = {**REGISTRY[name].defaults, **cleaner_options(params, name)}
+        if "baseline" in REGISTRY[name].needs and baseline.resolve() not in (p := Path(opts["model"]).resolve(), p.parent):
+            raise CleanerError(f"cleaners.{name}.model: {opts['model']} is not the baseline's models ({baseline})")
+        if "refined" in REGISTRY[name].needs and Path(opts["folder"]).resolve() != refined.resolve():
+            raise CleanerError(f"cleaners.{name}.folder: {opts['folder']} is not the refine stage's output ({refined})")
 
 
 def score_all(ss: StemSet, params: dict, names: list[str], embeddings: str | Path | None) -> tuple[dict, dict]:
@@ -81,6 +95,7 @@ def run(params: dict) -> dict[str, pd.DataFrame]:
     ss = StemSet(c.out)
     if unknown := [n for n in names if n not in REGISTRY]:
         raise CleanerError(f"score.cleaners: unknown cleaner {unknown[0]!r} (available: {', '.join(sorted(REGISTRY))})")
+    only_stage_outputs(params, scoring_order(params, names, s.seed))
     needs_embeddings = any("embeddings" in REGISTRY[n].needs for n in scoring_order(params, names, s.seed))
     try:
         tables, results = score_all(ss, params, names, e.folder if needs_embeddings else None)
