@@ -42,7 +42,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
     "degrade": ("degrade", {}),
     "mlp": ("mlp", {}),
-    "confident": ("confident", {}),
     "blind": ("blind", {}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": ["fad", "leak"], "song": "components"},
                                                        "leak": {"calibration": "none"}}),
@@ -50,6 +49,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind fad+leak+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst"}}),
     "blind fad+leak+degrade, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "mean"}}),
     "blind fad+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "degrade"], "song": "worst"}}),
+    "blind leak+degrade, worst stem": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "worst"}}),
+    "blind leak+degrade, mean": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "mean"}}),
+    "blind fad+leak+degrade, rank_mean, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"],
+                                                                    "fusion": "rank_mean", "song": "mean"}}),
+    "blind fad+leak+degrade, song fusion": ("blind", {"blind": {"components": ["fad", "leak", "degrade"],
+                                                                "song": "components"}}),
     "hybrid": ("hybrid", {}),
 }
 
@@ -71,12 +76,21 @@ def world_params(base: dict, world: dict, cfg: dict, draw: int) -> dict:
                          "score": {"seed": draw}, "compute": {"executor": "local"}})
 
 
+def same_world(folder: Path, params: dict) -> bool:
+    """Built from these params (the `worlds` block itself aside: adding a world rebuilds no other)."""
+    done = folder / "built.json"
+    if not done.is_file():
+        return False
+    strip = lambda p: {k: v for k, v in p.items() if k not in ("worlds", "_path")}  # noqa: E731
+    return strip(json.loads(done.read_text())) == strip(params)
+
+
 def build(params: dict, folder: Path) -> None:
     """prepare → contaminate → embed with the stage functions, in ``folder`` (skipped when already built)."""
     from stemsift.stages import contaminate, embed, prepare
 
     done = folder / "built.json"
-    if done.is_file() and json.loads(done.read_text()) == params:
+    if same_world(folder, params):
         return
     folder.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
@@ -172,6 +186,15 @@ def summarise(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
     return table.sort_values("worst tuning world", ascending=False)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """The summary as a Markdown table (docs/worlds.md)."""
+    cols = list(table.columns)
+    lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {v} | " + " | ".join("—" if pd.isna(x) else str(x) for x in row) + " |"
+              for v, row in table.iterrows()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     base = load_params(ROOT / "params.yaml")
     cfg = base["worlds"]
@@ -193,8 +216,7 @@ def main() -> None:
             folder = Path(a.cache) / world / f"draw{draw}"
             result = folder / "scores.json"
             if a.collect_only or (result.is_file() and set(a.variants) <= {r["variant"] for r in json.loads(result.read_text())}
-                                  and (folder / "built.json").is_file()
-                                  and json.loads((folder / "built.json").read_text()) == params):
+                                  and same_world(folder, params)):
                 if result.is_file():
                     rows += [{**r, "world": world, "draw": draw} for r in json.loads(result.read_text())
                              if r["variant"] in a.variants]
@@ -220,6 +242,7 @@ def main() -> None:
                                "rows": results.replace({np.nan: None}).to_dict("records")}, indent=1) + "\n")
     os.replace(tmp, out)
     results.to_csv(out.with_suffix(".csv"), index=False)
+    out.with_suffix(".md").write_text(markdown(table) + "\n")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,8 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     assert query(db, "SELECT count(*) AS n FROM runs").n[0] == len(TRAIN_SETS)
     # cleaners: every one scored every training stem
     cleaning = json.loads((a / "metrics" / "cleaning.json").read_text())
-    assert set(cleaning) == {"random", "fad", "leak", "loss", "unlearning", "blind", "mlp", "confident", "selfrefine", "hybrid"}
+    assert set(cleaning) == {"random", "level", "fad", "leak", "degrade", "loss", "unlearning", "blind", "mlp", "confident",
+                             "selfrefine", "hybrid"}
     assert cleaning["unlearning"]["cost"]["ratio_to_training"] > 0  # attribution time vs one baseline training
     truth = pd.read_parquet(a / "data" / "contaminated" / "truth.parquet")
     bad = set(truth[truth.defect != "clean"].track_id)

@@ -90,11 +90,17 @@ class SyntheticParams:
     soundfont: str = "default"  # 'default' = pretty_midi's TimGM6mb.sf2, or a path to .sf2/.sf3
     duration: float = 20.0
     chorale_share: float = 0.3
+    texture: str = "pop"        # pop | chorale | folk | independent | groove (stemsift.data.textures)
+    level_spread_db: float = 0.0  # extra per-stem level, uniform +-spread dB (0 = the pop-mix balance only)
     tracks: dict = field(default_factory=lambda: {"train": 100, "reference": 20, "test": 20})
 
     def check(self, where: str) -> None:
+        from stemsift.data.textures import TEXTURES
+
         _need(float(self.duration) > 0, f"{where}.duration", "must be > 0 seconds")
         _need(0 <= float(self.chorale_share) <= 1, f"{where}.chorale_share", "must be in [0, 1]")
+        _need(self.texture in TEXTURES, f"{where}.texture", f"unknown texture {self.texture!r} (use {', '.join(TEXTURES)})")
+        _need(float(self.level_spread_db) >= 0, f"{where}.level_spread_db", "must be >= 0 dB")
         from stemsift import SPLITS
 
         bad = set(self.tracks) - set(SPLITS)
@@ -189,7 +195,7 @@ TRAIN_SETS = ("baseline", "cleaned", "refined", "oracle", "reference")
 
 @dataclass(frozen=True)
 class EmbedParams:
-    embedder: str = "mel"       # mel | crepe | clap | mert (stemsift.embed registry)
+    embedder: str = "mel"       # mel | crepe | cdpam | clap | mert (stemsift.embed registry)
     device: str = "auto"        # auto | cpu | cuda
     splits: list = field(default_factory=lambda: ["train", "reference"])
     out: str = "data/embeddings"  # one folder per embedder, files named by stem sha1
@@ -197,6 +203,7 @@ class EmbedParams:
     crepe: dict = field(default_factory=dict)
     clap: dict = field(default_factory=dict)
     mert: dict = field(default_factory=dict)
+    cdpam: dict = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         from stemsift import SPLITS

@@ -10,6 +10,7 @@ import numpy as np
 from stemsift import SPLITS
 from stemsift.data.moisesdb import ingest_moisesdb, is_moisesdb
 from stemsift.params import DataParams, stage_params
+from stemsift.progress import progress
 from stemsift.stemset import StemSet, StemSetWriter, atomic_dir
 
 
@@ -42,15 +43,16 @@ def render_synthetic(p: DataParams, writer: StemSetWriter) -> None:
     if not Path(soundfont).is_file():
         raise FileNotFoundError(f"{soundfont}: data.synthetic.soundfont does not exist")
     cfg = SynthConfig(sample_rate=p.sample_rate, channels=p.channels, duration=float(p.synthetic.duration),
-                      soundfont=soundfont, chorale_share=float(p.synthetic.chorale_share))
+                      soundfont=soundfont, chorale_share=float(p.synthetic.chorale_share),
+                      texture=p.synthetic.texture, level_spread_db=float(p.synthetic.level_spread_db))
     spec = (writer.root, writer.sample_rate, writer.channels, writer.ext, writer.source)
     jobs = [(tid, split, seed, cfg, spec) for tid, split, seed in synthetic_jobs(p)]
     if p.workers > 1:
         with mp.get_context("fork").Pool(min(p.workers, len(jobs))) as pool:
-            for done in pool.imap(_render_and_write, jobs, chunksize=2):
+            for done in progress(pool.imap(_render_and_write, jobs, chunksize=2), len(jobs), "prepare: render", "songs"):
                 writer.merge(done)
     else:
-        for job in jobs:
+        for job in progress(jobs, desc="prepare: render", unit="songs"):
             writer.merge(_render_and_write(job))
 
 

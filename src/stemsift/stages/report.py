@@ -87,7 +87,8 @@ def run(params: dict) -> dict:
               " ".join(f"{r[f'sdr_{x}']:6.2f}" for x in ("vocals", "bass", "drums", "other")) +
               (f"   {p['delta_db']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] over {p['pairs']} song-seed pairs"
                if (p := table.get("paired_vs_baseline", {}).get(n)) else ""))
-    print("± = sample std over seeds (ddof 1); paired: per-song differences, bootstrap over songs and seeds")
+    print("± = sample std over seeds (ddof 1); paired Δ: on the SDR column's statistic, 95% interval with seeds and "
+          "songs as crossed random factors (stemsift.separate.paired)")
     for k in ("gain_db", "gain_refined_db", "oracle_gap_db", "gap_closed", "gap_closed_refined"):
         if k in table:
             print(f"{k}: {table[k]}")
