@@ -85,6 +85,7 @@ def run_config(name: str, folder: Path, options: dict, seed: int) -> dict:
     out = {"config": name, "exclude": opts["exclude"], "seconds": round(secs, 1), "stem_auc": m["stem_auc"],
            "song_auc": m["song_auc"]}
     cache.parent.mkdir(exist_ok=True)
+    table.to_parquet(cache.with_suffix(".parquet"), index=False)  # per-stem scores, for a closer look
     cache.write_text(json.dumps(out, indent=2))
     print(f"{name:16s} {secs:6.1f} s  stem AUC {m['stem_auc']}  song AUC {m['song_auc']['all']}", flush=True)
     return out

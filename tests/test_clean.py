@@ -308,3 +308,16 @@ def test_cleaned_selection_without_a_cleaner_keeps_everything():
     assert sel.equals(base) and "keeps every stem" in note
     sel, note, _ = cleaned_selection(base, _scores(4), FilterParams(ratio=0.5))
     assert sel[sel.keep].track_id.nunique() == 2 and "0.5" in note
+
+
+def test_robust_z_one_element_zero_mad_and_equal_groups_are_finite():
+    from stemsift.clean.base import robust_z
+
+    x = pd.Series([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert np.allclose(robust_z(x), (x - 3.0) / (1.4826 * 1.0))  # the MAD scale, the outlier cannot drag it
+    assert robust_z(pd.Series([7.0])).tolist() == [0.0]  # one element: its own median
+    most_equal = pd.Series([5.0, 5.0, 5.0, 5.0, 9.0])  # MAD 0: 1.2533 x mean absolute deviation (0.8)
+    assert np.allclose(robust_z(most_equal), [0, 0, 0, 0, 4.0 / (1.2533 * 0.8)])
+    assert robust_z(pd.Series([2.0] * 4)).tolist() == [0.0] * 4  # all equal: scale 1.0
+    for g in (pd.Series([7.0]), most_equal, pd.Series([2.0] * 4)):
+        assert np.isfinite(robust_z(g)).all()

@@ -119,3 +119,86 @@ def test_a_killed_runs_temp_folder_is_cleared_and_a_moved_aside_output_restored(
     except RuntimeError:
         pass
     assert (out / "a").read_text() == "second" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def tiny_stemset(root: Path, seed: int) -> None:
+    import numpy as np
+
+    from stemsift import LABELS
+    from stemsift.stemset import StemSetWriter
+
+    rng = np.random.default_rng(seed)
+    w = StemSetWriter(root, 8000, 1)
+    w.add_track("t0", "train", {lb: (0.1 * rng.standard_normal((800, 1))).astype(np.float32) for lb in LABELS})
+    w.close()
+
+
+def test_opening_a_stem_set_clears_dead_runs_temp_folders_and_keeps_a_live_writers(tmp_path):
+    from stemsift.stemset import StemSet
+
+    tiny_stemset(tmp_path / "out", 0)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (dead, live.pid):
+            (tmp_path / f".out.tmp-{pid}").mkdir()
+            (tmp_path / f".out.tmp-{pid}" / "half-written.flac").write_bytes(b"x" * 100)
+        (tmp_path / f".out.old-{dead}").mkdir()  # killed after its new output was in, before removing the old one
+        StemSet(tmp_path / "out")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", f".out.tmp-{live.pid}"])
+    finally:
+        live.kill()
+        live.wait()
+
+
+STAGE = '''import os, sys, time
+import yaml
+from stemsift.stemset import atomic_dir
+sys.path.insert(0, os.environ["TESTS"])
+from test_kill import tiny_stemset
+seed = yaml.safe_load(open("params.yaml"))["seed"]
+with atomic_dir("out") as tmp:
+    tiny_stemset(tmp, seed)
+    if os.environ.get("HANG"):
+        time.sleep(60)
+'''
+
+
+@pytest.mark.slow
+def test_a_run_cache_restore_leaves_the_killed_runs_temp_folder_and_opening_the_set_or_gc_clears_it(tmp_path):
+    """As an outside user: kill -9 a stage under `dvc repro`, `dvc repro` again: DVC's run-cache restores the
+    output without running the stage, so the killed run's temp folder stays; `stemsift gc` (or the next stage
+    opening the stem set) removes it."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TESTS": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    dvc = [str(Path(sys.executable).with_name("dvc"))]
+
+    def repro(**extra) -> subprocess.CompletedProcess:
+        return subprocess.run(dvc + ["repro", "-q"], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True)
+
+    subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {
+        "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": ["seed"], "outs": ["out"]}}}))
+    for seed in (1, 0):  # seed 1 enters the run-cache; seed 0 is the output in place
+        (tmp_path / "params.yaml").write_text(f"seed: {seed}\n")
+        assert repro().returncode == 0, seed
+    manifest = (tmp_path / "out" / "manifest.parquet").read_bytes()
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # a new value, tried and killed; then back to one run before
+    p = subprocess.Popen(dvc + ["repro", "-q"], cwd=tmp_path, env={**env, "HANG": "1"}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not (tmps := list(tmp_path.glob(".out.tmp-*/manifest.parquet"))) and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    assert tmps, "the stage never started writing"
+    os.kill(int(tmps[0].parent.name.rpartition("-")[2]), signal.SIGKILL)  # the stage, mid-write
+    p.wait(timeout=60)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    r = repro()
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "manifest.parquet").read_bytes() != manifest  # seed 1's output is back
+    left = sorted(q.name for q in tmp_path.glob(".out.*"))
+    assert len(left) == 1, left  # restored from the run-cache: nothing ran that would have cleared it
+    out = subprocess.run([sys.executable, "-m", "stemsift.cli", "gc", "."], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "1 leftover" in out.stdout, out
+    assert not list(tmp_path.glob(".out.*")) and (tmp_path / "out" / "manifest.parquet").is_file()

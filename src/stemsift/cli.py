@@ -91,6 +91,15 @@ def _evidence(args) -> None:
     evidence.run(load_params(args.params), args.scale, args.collect_only)
 
 
+def _gc(args) -> None:
+    from stemsift.stemset import gc
+
+    removed = gc(args.folders)
+    for p in removed:
+        print(f"gc: removed {p} (left by a killed run)")
+    print(f"gc: {len(removed)} leftover temp folder(s) of killed runs removed under {', '.join(args.folders)}")
+
+
 def _sweep(args) -> None:
     from stemsift import sweep
 
@@ -125,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--collect-only", action="store_true", help="only read the finished experiments back")
     sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     sp.set_defaults(func=_evidence)
+    sp = sub.add_parser("gc", help="remove the temp folders killed stage runs left (dvc repro's run-cache restores "
+                                   "outputs without running the stage that would clear them); live writers' are kept")
+    sp.add_argument("folders", nargs="*", default=["data", "models", "metrics", "reports"],
+                    help="output folders to scan (default: data models metrics reports)")
+    sp.set_defaults(func=_gc)
     sp = sub.add_parser("sweep", help="collect a cleaner x keep-ratio sweep from `dvc exp show` into metrics/sweep*.csv")
     sp.set_defaults(func=_sweep)
     sp = sub.add_parser("query", help="run SQL against the catalogue (or the README's example queries)")

@@ -10,6 +10,7 @@ import ctypes
 import glob
 import json
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -149,10 +150,12 @@ def _typed(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 
 
 class StemSet:
-    """A validated stem set on disk. Reading never modifies it."""
+    """A validated stem set on disk. Reading never modifies it. Opening it clears what killed writers of it left
+    beside it (their temp folders; DVC's run-cache restores an output without running the stage that would)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        clear_dead_runs(self.root)
         for name in (MANIFEST, TRACKS):
             if not (self.root / name).is_file():
                 raise StemSetError(f"{self.root / name}: missing (not a stem set?)")
@@ -339,9 +342,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clear_dead_runs(target: Path) -> None:
+def _clear_dead_runs(target: Path) -> list[Path]:
     """Remove the temp folders of runs that were killed (their pid is gone); restore an output a killed run had
-    moved aside but not yet replaced."""
+    moved aside but not yet replaced. A live pid's folder (a writer at work) is never touched. What was removed."""
+    removed = []
     for p in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
         kind, _, pid = p.name[len(target.name) + 2:].rpartition("-")
         if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
@@ -350,6 +354,40 @@ def _clear_dead_runs(target: Path) -> None:
             os.replace(p, target)
         else:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def clear_dead_runs(target: str | Path) -> list[Path]:
+    """:func:`_clear_dead_runs` for a reader: a folder it may not write (a read-only import) is left as it is."""
+    try:
+        return _clear_dead_runs(Path(target))
+    except OSError:
+        return []
+
+
+STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-\d+$")  # what atomic_dir / atomic_file leave while writing
+
+
+def gc(roots: list[str | Path], depth: int = 3) -> list[Path]:
+    """`stemsift gc`: clear what killed stage runs left in the output folders under ``roots`` (``depth`` levels
+    down), whether or not their stage runs again: after `dvc repro` restored an output from its run-cache, nothing
+    else would."""
+    removed: list[Path] = []
+
+    def walk(folder: Path, level: int) -> None:
+        names = {m.group("name") for p in folder.iterdir() if (m := STALE.match(p.name))}
+        for name in sorted(names):
+            removed.extend(clear_dead_runs(folder / name))
+        if level < depth:
+            for p in sorted(folder.iterdir()):
+                if p.is_dir() and not p.is_symlink() and not STALE.match(p.name):
+                    walk(p, level + 1)
+
+    for root in map(Path, roots):
+        if root.is_dir():
+            walk(root, 1)
+    return removed
 
 
 @contextlib.contextmanager

@@ -197,7 +197,7 @@ class DegradeCleaner(Cleaner):
     name = "degrade"
     needs = ("audio",)
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
-                "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "song": "min"}
+                "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 20, "max_features": 1.0, "song": "min"}
 
     def _check(self) -> dict:
         o = self.options
@@ -209,9 +209,11 @@ class DegradeCleaner(Cleaner):
             raise CleanerError(f"cleaners.degrade.exclude: {e}") from None
         if o["song"] not in ("min", "mean"):
             raise CleanerError(f"cleaners.degrade.song: {o['song']!r} is not one of min, mean")
-        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations"):
+        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations", "min_leaf"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise CleanerError(f"cleaners.degrade.{key}: expected a positive integer, got {o[key]!r}")
+        if not 0 < float(o["max_features"]) <= 1:
+            raise CleanerError(f"cleaners.degrade.max_features: expected a share in (0, 1], got {o['max_features']!r}")
         if not float(o["segment_s"]) > 0.1:
             raise CleanerError(f"cleaners.degrade.segment_s: expected seconds > 0.1, got {o['segment_s']!r}")
         return allowed
@@ -242,6 +244,7 @@ class DegradeCleaner(Cleaner):
         if o["label_feature"]:
             X = np.hstack([X, _label_columns(labels, len(X))])
         model = HistGradientBoostingClassifier(max_iter=o["iterations"], learning_rate=float(o["learning_rate"]),
+                                               min_samples_leaf=int(o["min_leaf"]), max_features=float(o["max_features"]),
                                                l2_regularization=1.0, early_stopping=False, random_state=self.seed)
         # unweighted (ranking needs no balance; sample weights make sklearn bin by weighted percentiles: 40 s here),
         # one OpenMP thread (the cores are shared; two gain little on a few thousand rows)
