@@ -47,6 +47,8 @@ PRESETS: dict[str, str] = {
     "mixed25": "3/4 clean, 1/8 label_noise (its kinds split evenly), 1/8 bleeding (mixed at a quarter defective)",
     "blend": "1/2 clean, 1/6 label_noise (its kinds split evenly), 1/6 bleeding, 1/6 effects (distortion / reverb / "
              "lowpass split evenly): every family at once",
+    "harm": "1/8 of the songs per kind (each label_noise kind, bleeding, distortion, reverb, lowpass), the rest clean: "
+            "bench/bench_harm.py's oracle + one kind at a time",
     "none": "all songs clean",
 }
 
@@ -109,7 +111,8 @@ def plan_defects(track_ids: list[str], preset: str, seed: int,
     mixed: n_clean = n - 2*(n//4), label_noise = bleeding = n//4; mixed25: the same with n//8 each (a quarter of
     the songs defective); blend: label_noise = bleeding = effects = n//6, n_clean = n - 3*(n//6);
     effects: n_clean = n - n//2, n//2 effects. Label noise is split evenly over ``label_noise_kinds``, effects
-    over distortion/reverb/lowpass; none: all clean. Which songs get what is shuffled by ``seed``.
+    over distortion/reverb/lowpass; harm: n//8 songs per kind (every label-noise kind, bleeding, every effect),
+    the rest clean; none: all clean. Which songs get what is shuffled by ``seed``.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown defect preset {preset!r}; valid: {', '.join(PRESETS)}")
@@ -131,6 +134,12 @@ def plan_defects(track_ids: list[str], preset: str, seed: int,
                  + [("label_noise", k) for k in _split_evenly(ln_kinds, s, rng)]
                  + [("bleeding", "bleeding")] * s
                  + [("effects", k) for k in _split_evenly(EFFECT_KINDS, s, rng)])
+    elif preset == "harm":
+        e = n // 8
+        slots = ([("clean", "")] * (n - e * (len(ln_kinds) + 1 + len(EFFECT_KINDS)))
+                 + [("label_noise", k) for k in ln_kinds for _ in range(e)]
+                 + [("bleeding", "bleeding")] * e
+                 + [("effects", k) for k in EFFECT_KINDS for _ in range(e)])
     elif preset == "effects":
         h = n // 2
         slots = [("clean", "")] * (n - h) + [("effects", k) for k in _split_evenly(EFFECT_KINDS, h, rng)]
