@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep detect evidence worlds exps exps-refine clean-data
+.PHONY: setup demo test test-fast bench smoke sweep detect evidence worlds harm exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -88,6 +88,11 @@ worlds: setup
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    musescore-general-soundfont-small fluid-soundfont-gm >/dev/null)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_worlds.py $(WORLDS_ARGS)
+
+# The harm table: oracle songs + one defect kind's songs against the oracle alone, Δ SDR with paired intervals over
+# seeds and songs (bench/bench_harm.py -> metrics/harm.json, metrics/harm.md); HARM_ARGS, e.g. --steps 400 --seeds 0.
+harm: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_harm.py $(HARM_ARGS)
 
 # A readable `dvc exp show`: the swept params and the headline metrics only (EXPS_ARGS=-A: every commit's experiments).
 EXP_KEEP := Experiment|State|score.cleaner|filter.ratio|filter.mode|train.labels|train.method|cleaned_songs|clean_share|gain_db|gap_closed|separation.json:cleaned.sdr_avg$$
