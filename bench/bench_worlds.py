@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from stemsift.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("label_noise", "bleeding", "effects")
+BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data is built from
 
 # name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -77,12 +79,12 @@ def world_params(base: dict, world: dict, cfg: dict, draw: int) -> dict:
 
 
 def same_world(folder: Path, params: dict) -> bool:
-    """Built from these params (the `worlds` block itself aside: adding a world rebuilds no other)."""
+    """Built from these params: the blocks prepare → contaminate → embed read (a cleaner's option rebuilds nothing)."""
     done = folder / "built.json"
     if not done.is_file():
         return False
-    strip = lambda p: {k: v for k, v in p.items() if k not in ("worlds", "_path")}  # noqa: E731
-    return strip(json.loads(done.read_text())) == strip(params)
+    built = lambda p: {k: p.get(k) for k in BUILT_FROM}  # noqa: E731
+    return built(json.loads(done.read_text())) == built(params)
 
 
 def build(params: dict, folder: Path) -> None:
@@ -115,6 +117,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
     from stemsift.embed.cache import EmbeddingStore
     from stemsift.params import EmbedParams, stage_params
     from stemsift.stemset import StemSet
+    from stemsift import memo
 
     cwd = os.getcwd()
     os.chdir(folder)
@@ -125,6 +128,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
         cache: dict[str, pd.DataFrame] = {}
         seconds: dict[str, float] = {}
         seed = int(params["score"]["seed"])
+        stored = Path("components")  # component tables by cleaner code + options: fusions re-read them
 
         def key_of(name: str, blocks: dict) -> str:  # a cleaner's options and, recursively, its components'
             comps = get_cleaner(name, blocks.get(name, {}), seed).components()
@@ -132,6 +136,10 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
 
         def scored(name: str, blocks: dict) -> pd.DataFrame:
             key = key_of(name, blocks)
+            code = memo.code_key(type(get_cleaner(name, blocks.get(name, {}), seed)).__module__)  # edited code: new key
+            path = stored / f"{hashlib.sha1((code + key).encode()).hexdigest()[:16]}.parquet"
+            if key not in cache and path.is_file():  # a component table scored by an earlier run of this code
+                cache[key] = pd.read_parquet(path)
             if key not in cache:
                 cleaner = get_cleaner(name, blocks.get(name, {}), seed)
                 view = StemView.of(ss, store)
@@ -140,6 +148,10 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
                 t0 = time.perf_counter()
                 cache[key] = cleaner.score(view)
                 seconds[key] = time.perf_counter() - t0
+                stored.mkdir(exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                cache[key].to_parquet(tmp)
+                os.replace(tmp, path)
             return cache[key]
 
         rows = []
@@ -205,6 +217,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.environ.get("STEMSIFT_WORLDS", str(ROOT / ".stemsift-cache" / "worlds")))
     ap.add_argument("--json", default=str(ROOT / "metrics" / "worlds.json"))
     ap.add_argument("--collect-only", action="store_true", help="only re-read the cached per-draw results")
+    ap.add_argument("--force", action="store_true", help="re-score the variants even where a draw has them")
     a = ap.parse_args()
     unknown = [w for w in a.worlds if w not in cfg["list"]]
     if unknown:
@@ -215,7 +228,7 @@ def main() -> None:
             params = world_params(base, cfg["list"][world], cfg, draw)
             folder = Path(a.cache) / world / f"draw{draw}"
             result = folder / "scores.json"
-            if a.collect_only or (result.is_file() and set(a.variants) <= {r["variant"] for r in json.loads(result.read_text())}
+            if a.collect_only or (not a.force and result.is_file() and set(a.variants) <= {r["variant"] for r in json.loads(result.read_text())}
                                   and same_world(folder, params)):
                 if result.is_file():
                     rows += [{**r, "world": world, "draw": draw} for r in json.loads(result.read_text())

@@ -197,3 +197,23 @@ def test_gradient_passes_disable_cudnn_on_cuda_devices(monkeypatch):
     x = torch.randn(2, 1, 2000)
     g = song_gradient(m, spectrogram(TINY), x, x * 0.5)
     assert seen == ["cpu"] and flags == [False] and all(torch.isfinite(t).all() for t in g)
+
+
+def test_fusion_reads_probability_components_as_log_odds():
+    # A probability's clean bulk sits near 1 with a tiny MAD: read raw, one clean stem at P = 0.90 looks ~11 robust
+    # sds out and outranks a stem another component flags at z ~ -6; as log-odds the true alarm decides.
+    songs = [f"train-{i:02d}" for i in range(24)]
+    train = pd.DataFrame({"track_id": songs, "label": "vocals", "split": "train"})
+    rng = np.random.default_rng(0)
+    p = np.clip(0.98 + 0.005 * rng.standard_normal(24), 0, 0.999)
+    p[5] = 0.90                       # a clean stem the detector is unsure of
+    linear = 0.5 * rng.standard_normal(24)
+    linear[3] = -6.0                  # the defect the other component sees
+    assert REGISTRY["degrade"].probability and not REGISTRY["fad"].probability
+    view = StemView(train=train, reference=train.iloc[:0], load_audio=lambda t, lb: np.zeros((1, 1)))
+    view.scores = {"fad": train.assign(score=linear, song_score=linear),
+                   "degrade": train.assign(score=p, song_score=p)}
+    fused = get_cleaner("blind", {"components": ["fad", "degrade"]}).score(view).set_index("track_id").score
+    assert fused.idxmin() == "train-03"
+    raw = fuse(pd.DataFrame({"fad": linear, "degrade": p}, index=songs), "max_z")
+    assert raw.idxmin() == "train-05"  # the raw reading this guards against

@@ -89,6 +89,7 @@ class Cleaner(ABC):
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()       # 'embeddings', 'audio', 'baseline' (what the stage must provide)
     defaults: ClassVar[dict] = {}               # the cleaner's params block, with defaults
+    probability: ClassVar[bool] = False         # stem scores are probabilities (fusion reads them as log-odds)
 
     def components(self) -> list[str]:
         """Cleaners whose scores this one reads from ``view.scores`` (fusion cleaners); scored before it."""

@@ -196,6 +196,7 @@ def _label_columns(labels, n: int) -> np.ndarray:
 @register
 class DegradeCleaner(Cleaner):
     name = "degrade"
+    probability = True  # P(unprocessed): fusion reads its evidence as log-odds
     needs = ("audio",)
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
                 "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 0.06,

@@ -1,7 +1,9 @@
 """Score fusion: `blind` (blind cleaners only) and `hybrid` (one blind + one specialist, Blind'25 future work 2).
 
 Each component's scores are put on one scale first: per-label robust z for stem scores, robust z over songs for
-song scores (median / 1.4826 MAD, low = suspicious). Then
+song scores (median / 1.4826 MAD, low = suspicious); a component whose scores are probabilities (``probability``,
+e.g. `degrade`'s P(unprocessed)) is read as log-odds first, since a probability squeezes its confident alarms
+against 0 while the MAD of its near-1 clean bulk is tiny. Then
     rank_mean: the mean of the components' percentile ranks (Borda count; robust to scale, averages evidence)
     max_z:     the lowest component z (the most alarmed component decides; different cleaners see different
                defects, so one alarm is enough)
@@ -16,10 +18,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stemsift.clean.base import Cleaner, CleanerError, StemView, register, robust_z
+from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, register, robust_z
 
 FUSIONS = ("rank_mean", "max_z")
 SONGS = ("worst", "mean", "components")
+
+
+def log_odds(p: pd.Series, eps: float = 1e-4) -> pd.Series:
+    """logit(p), p clipped to [eps, 1 - eps] (a stem scored exactly 0 or 1 stays finite)."""
+    p = p.astype(float).clip(eps, 1 - eps)
+    return np.log(p / (1 - p))
 
 
 def fuse(columns: pd.DataFrame, how: str) -> pd.Series:
@@ -57,12 +65,18 @@ class FusionCleaner(Cleaner):
         keys = pd.MultiIndex.from_frame(view.train[["track_id", "label"]])
         stems = pd.DataFrame({c: t.score.reindex(keys).to_numpy() for c, t in zip(self.components(), tables)},
                              index=keys)
+        for c in stems.columns:
+            if getattr(REGISTRY.get(c), "probability", False):
+                stems[c] = log_odds(stems[c])
         if stems.isna().any().any():
             raise CleanerError(f"{self.name}: a component did not score every training stem")
         labels = keys.get_level_values("label")
         fused = pd.concat([fuse(part, self.options["fusion"]) for _, part in stems.groupby(labels)])
         self._songs = pd.DataFrame({c: t.groupby(level="track_id").song_score.first()
                                     for c, t in zip(self.components(), tables)})
+        for c in self._songs.columns:
+            if getattr(REGISTRY.get(c), "probability", False) and self._songs[c].between(0, 1).all():
+                self._songs[c] = log_odds(self._songs[c])
         return fused.reindex(keys).to_numpy()
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
@@ -76,7 +90,7 @@ class FusionCleaner(Cleaner):
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak"], "fusion": "max_z", "song": "worst"}
+    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst"}
 
 
 @register
