@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench smoke sweep detect evidence worlds harm exps exps-refine clean-data
+.PHONY: setup demo curate test test-fast bench smoke sweep detect evidence worlds harm exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -38,6 +38,12 @@ demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 	$(BIN)/stemsift query --examples --rows 8
 	$(BIN)/stemsift report
+
+# Your own folder, curated without training a separator (curate/dvc.yaml): make curate DATA=/path/to/musdb18hq
+# (CURATE_ARGS: e.g. --format csv, --cleaners fad leak blind); outputs under curate/.
+curate: setup
+	@[ -n "$(DATA)" ] || { echo "make curate: error: give the folder to curate, e.g. make curate DATA=/path/to/musdb18hq" >&2; exit 2; }
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift curate $(DATA) $(CURATE_ARGS)
 
 # Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile), in
 # collection order (the end-to-end DVC run first: one worker runs it while the other takes every other file).

@@ -79,6 +79,14 @@ def _export(args) -> None:
           f"{info['copies']} copies) -> {args.out} (card: {args.out}/README.md)")
 
 
+def _curate(args) -> None:
+    from stemsift import curate
+
+    ws = curate.run(args.folder, args.workspace, args.cleaners, args.format)
+    print(f"curate: cleaned set {ws}/data/filtered, listening report {ws}/reports/listen/index.html, "
+          f"{ws}/metrics/filter.json, export {ws}/exports; no separator trained")
+
+
 def _detection(args) -> None:
     from stemsift import sweep
 
@@ -127,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stems", help="filtered stem set (default: filter.out of the params file)")
     sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     sp.set_defaults(func=_export)
+    sp = sub.add_parser("curate", help="curate your own folder (MUSDB18-HQ wav tree, .stem.mp4, MoisesDB): ingest, embed, "
+                                       "blind cleaners, automatic ratio, audit, listening report, catalogue, export; "
+                                       "no separator trained (dvc repro curate/dvc.yaml)")
+    sp.add_argument("folder", help="the folder to curate (train/<song>/{mixture,vocals,drums,bass,other}.wav, ...)")
+    sp.add_argument("--cleaners", nargs="+", help="cleaners to score with (default: curate/params.yaml score.cleaners; "
+                                                  "loss / unlearning need a trained baseline separator)")
+    sp.add_argument("--format", choices=("msst-type1", "msst-type2", "msst-type3", "csv"),
+                    help="export format (default: curate/params.yaml export.format)")
+    sp.add_argument("--workspace", default="curate", help="the curate pipeline's folder (default: curate)")
+    sp.set_defaults(func=_curate)
     sp = sub.add_parser("detection", help="every cleaner's detection per contamination preset (`make detect`) -> metrics/detection/<preset>.json")
     sp.set_defaults(func=_detection)
     sp = sub.add_parser("evidence", help="Table 1/2: the evidence.scale grid as DVC experiments -> metrics/evidence.json")

@@ -26,8 +26,18 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of stage blocks")
+    if base := params.pop("extends", None):  # a workspace's params over another's (curate/params.yaml over params.yaml)
+        params = merge_params(load_params(path.parent / base), params)
     params["_path"] = str(path)
     return params
+
+
+def merge_params(base: dict, over: dict) -> dict:
+    """``over``'s keys over ``base``, mappings merged key by key (a list or value replaces the base's)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge_params(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def params_hash(block: Any) -> str:
@@ -112,11 +122,11 @@ class SyntheticParams:
 @dataclass(frozen=True)
 class IngestParams:
     reference_tracks: int = 20  # moved from `reference_from` into the clean reference split (no reference/ folder)
-    reference_from: str = "test"
+    reference_from: str = "test"  # auto: test when it has enough songs, else a fifth of train at most (curate path)
 
     def check(self, where: str) -> None:
         _need(int(self.reference_tracks) >= 0, f"{where}.reference_tracks", "must be >= 0")
-        _need(self.reference_from in ("train", "test"), f"{where}.reference_from", "must be train or test")
+        _need(self.reference_from in ("train", "test", "auto"), f"{where}.reference_from", "must be train, test or auto")
 
 
 @dataclass(frozen=True)

@@ -143,24 +143,63 @@ def _read_stem_mp4(path: Path) -> tuple[dict[str, np.ndarray], int]:
     return {name: audio[i] for i, name in enumerate(STEM_MP4_ORDER)}, int(sr)
 
 
-def assign_reference(tracks: list[InputTrack], count: int, from_split: str, seed: int) -> None:
-    """Without a reference/ folder, move ``count`` seeded-random tracks of ``from_split`` into 'reference'."""
-    if count <= 0 or any(t.split == "reference" for t in tracks):
-        return
+REFERENCE_LIST = "reference.txt"  # in the source folder: songs the user vouches for, one folder name per line
+
+
+def read_reference_list(path: Path, tracks: list[InputTrack]) -> set[str]:
+    """Track ids of the songs ``path`` names (folder or .stem.mp4 name, or track id; '#' starts a comment)."""
+    ids = {t.track_id for t in tracks}
+    out = set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        tid = track_id_from_name(Path(name).name)
+        if tid not in ids:
+            raise StemSetError(f"{path}:{n}: unknown song {name!r} (no such track folder or .stem.mp4 in the source)")
+        out.add(tid)
+    if not out:
+        raise StemSetError(f"{path}: lists no song")
+    return out
+
+
+def assign_reference(tracks: list[InputTrack], count: int, from_split: str, seed: int,
+                     listed: set[str] | None = None) -> str:
+    """Without a reference/ folder, move the ``listed`` songs, else ``count`` seeded-random tracks of
+    ``from_split`` into 'reference' (auto: test when it has more than ``count`` songs, else at most a fifth of
+    train, at least 2); returns a note for the log ('' when nothing moved)."""
+    if any(t.split == "reference" for t in tracks):
+        return ""
+    if listed:
+        for t in tracks:
+            if t.track_id in listed:
+                t.split = "reference"
+        return f"{len(listed)} songs of {REFERENCE_LIST} are the clean reference (kept as they are, not scored)"
+    if count <= 0:
+        return ""
+    if from_split == "auto":
+        test = sum(t.split == "test" for t in tracks)
+        from_split = "test" if test > count else "train"
+        if from_split == "train":
+            count = min(count, max(2, sum(t.split == "train" for t in tracks) // 5))
     pool = [t for t in tracks if t.split == from_split]
     if len(pool) <= count:
         raise StemSetError(f"data.ingest.reference_tracks={count} but split {from_split!r} has only {len(pool)} tracks")
     for i in np.random.default_rng(seed).choice(len(pool), size=count, replace=False):
         pool[int(i)].split = "reference"
+    return (f"no reference/ folder or {REFERENCE_LIST}: {count} seeded-random {from_split} songs are the clean "
+            f"reference (kept as they are, not scored; name your own in {REFERENCE_LIST})")
 
 
 def ingest(source: str | Path, writer: StemSetWriter, *, reference_tracks: int = 0,
            reference_from: str = "test", seed: int = 0, headroom: float = 0.99) -> list[str]:
     """Check every input track, then write them all; returns the track ids written."""
     tracks = discover(Path(source))
+    listed = read_reference_list(Path(source, REFERENCE_LIST), tracks) if Path(source, REFERENCE_LIST).is_file() else None
     findings = [f for t in progress(tracks, desc="prepare: check", unit="songs") for f in check_track(t)]
     raise_first(findings)
-    assign_reference(tracks, reference_tracks, reference_from, seed)
+    if note := assign_reference(tracks, reference_tracks, reference_from, seed, listed):
+        print(f"prepare: {note}")
     for t in progress(tracks, desc="prepare: ingest", unit="songs"):
         stems = read_track(t, writer.sample_rate, writer.channels)
         stems, gain = fit_headroom(stems, headroom)  # 16-bit files: the stems' sum must not clip

@@ -17,7 +17,7 @@ def run(params: dict) -> Path:
     c = stage_params(params, "contaminate", ContaminateParams)
     p = stage_params(params, "catalogue", CatalogueParams)
     stemsets = {"raw": d.out}
-    if (Path(c.out) / "manifest.parquet").is_file():
+    if (Path(c.out) / "manifest.parquet").is_file() and Path(c.out).resolve() != Path(d.out).resolve():  # curate: one set
         stemsets["contaminated"] = c.out
     extra = {t: sorted(p for folder in folders for p in Path(folder).glob(f"**/{t}*.parquet"))
              for t, folders in EXTRA_TABLES.items()}
