@@ -136,3 +136,25 @@ def test_curate_params_extend_the_demo_params():
     assert cur["data"]["sample_rate"] == root["data"]["sample_rate"] and cur["data"]["ingest"]["reference_from"] == "auto"
     assert cur["contaminate"]["out"] == cur["data"]["out"]  # the stages read the ingested set itself
     assert not {"loss", "unlearning"} & set(cur["score"]["cleaners"])
+
+
+def test_reference_songs_from_a_list_or_drawn(tmp_path):
+    from stemsift.data.ingest import InputTrack, assign_reference, ingest
+    from stemsift.stemset import StemSetWriter
+
+    data = musdb_folder(tmp_path / "musdb", 3, seconds=0.5)
+    (data / "reference.txt").write_text("# songs I trust\nArtist 1 - Song 1\n")
+    w = StemSetWriter(tmp_path / "set", 16000, 1)
+    ingest(data, w, reference_tracks=20, reference_from="auto")
+    ss = w.close()
+    assert ss.track_ids("reference") == ["artist_1_song_1"] and len(ss.track_ids("train")) == 2
+
+    def tracks(train: int, test: int) -> list:
+        return [InputTrack(f"{s}{i}", s, tmp_path) for s, n in (("train", train), ("test", test)) for i in range(n)]
+
+    for train, test, split, moved in ((12, 0, "train", 2), (200, 0, "train", 20), (100, 50, "test", 20), (100, 10, "train", 20)):
+        ts = tracks(train, test)
+        note = assign_reference(ts, 20, "auto", seed=0)
+        ref = [t for t in ts if t.split == "reference"]
+        assert len(ref) == moved and all(t.track_id.startswith(split) for t in ref), (train, test)
+        assert f"{moved} seeded-random {split} songs" in note
