@@ -100,8 +100,9 @@ def training_sets(truth: pd.DataFrame) -> dict[str, list[str]]:
     oracle = clean_songs(truth)
     kinds = song_kinds(truth)
     sets = {"oracle": oracle}
-    for kind in FAMILIES:
-        sets[f"oracle+{kind}"] = sorted(oracle + list(kinds[kinds == kind].index))
+    for kind in FAMILIES:  # a kind with no song (e.g. left out of contaminate.label_noise.kinds) gets no set
+        if (kinds == kind).any():
+            sets[f"oracle+{kind}"] = sorted(oracle + list(kinds[kinds == kind].index))
     return sets
 
 
@@ -201,6 +202,10 @@ def harm_rows(tables: dict[str, pd.DataFrame], sets: dict[str, list[str]], resam
     rows = []
     for kind, family in FAMILIES.items():
         name = f"oracle+{kind}"
+        if name not in tables:
+            rows.append({"family": family, "kind": kind, "set": name, "songs_added": 0, "delta_db": None,
+                         "ci95": [None, None], "verdict": "no songs"})
+            continue
         table = tables[name]
         d = paired_delta(table, base, resamples)
         m = paired_delta(table, base, resamples, stat="mean")
@@ -240,8 +245,8 @@ def markdown(summary: dict) -> str:
     lines = [head, "|---|---|---|---|" + "---|" * len(DETECTORS)]
     for r in summary["families"]:
         auc = [det.get(r["kind"], {}).get(c) for c in DETECTORS]
-        lines.append(f"| {r['family']} | {r['songs_added']} | {fmt(r['delta_db'])} [{fmt(r['ci95'][0])}, "
-                     f"{fmt(r['ci95'][1])}] | {r['verdict']} | "
+        d = "—" if r["delta_db"] is None else f"{fmt(r['delta_db'])} [{fmt(r['ci95'][0])}, {fmt(r['ci95'][1])}]"
+        lines.append(f"| {r['family']} | {r['songs_added']} | {d} | {r['verdict']} | "
                      + " | ".join("—" if a is None else f"{a['stem_auc']:.3f} ({a['draws']})" for a in auc) + " |")
     o = summary["oracle"]
     lines.append(f"\noracle: {o['songs']} clean songs, SDR {o['sdr']:.2f} dB; {summary['steps_per_target']} steps per "

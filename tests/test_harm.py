@@ -36,6 +36,17 @@ def test_harm_preset_gives_every_kind_an_eighth(n):
     assert fewer["foreign"] == 0 and fewer[""] == n - 6 * (n // 8)
 
 
+def test_training_sets_from_truth():
+    rows = [("a", lb, "clean", "") for lb in LABELS]
+    rows += [("b", lb, *(("label_noise", "swap") if lb in ("bass", "drums") else ("clean", ""))) for lb in LABELS]
+    rows += [("c", lb, *(("effects", "reverb") if lb == "vocals" else ("clean", ""))) for lb in LABELS]
+    rows += [("d", lb, *(("effects", "reverb") if lb == "vocals" else ("bleeding", "bleeding"))) for lb in LABELS]
+    truth = pd.DataFrame(rows, columns=["track_id", "label", "defect", "kind"])
+    sets = bench().training_sets(truth)
+    # d has two kinds: in no set; kinds without a song get no set
+    assert sets == {"oracle": ["a"], "oracle+swap": ["a", "b"], "oracle+reverb": ["a", "c"]}
+
+
 @pytest.mark.slow  # ~65 s on one core: 16 trainings and their museval
 def test_harm_bench_end_to_end(tmp_path):
     # a bench_worlds result: blind's and degrade's stem AUC per kind; the held-out world never enters the mean
