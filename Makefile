@@ -121,3 +121,4 @@ bench: setup
 
 clean-data:
 	rm -rf data/audit reports/listen data/raw data/contaminated data/embeddings data/scores data/selections data/filtered data/refined data/runs data/catalogue.duckdb models .stemsift-cache
+	rm -rf curate/data curate/reports curate/metrics curate/exports curate/dvc.lock
