@@ -62,6 +62,8 @@ smoke: setup
 sweep: export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 sweep: export STEMSIFT_CACHE ?= $(CURDIR)/.stemsift-cache
 sweep: setup
+	@# the lock the experiments start from must name only objects in this cache (DVC's run-cache restore reads it)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro filter
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run --queue -S 'score.cleaner=random,fad,mlp,confident' -S 'filter.ratio=0.5,0.75,0.9' $(SWEEP_ARGS)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue start -j 1
 	@until ! PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done

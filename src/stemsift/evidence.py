@@ -309,6 +309,11 @@ def run_grid(exps: list[Experiment], jobs: int, status_s: float = 30.0, root: st
                  else ""), flush=True)
     if not todo:
         return
+    # DVC 3.67 restoring a stage from its run cache (select, score, ...) reads the hash the queued commit's dvc.lock
+    # holds for a directory its deps lie in, and fails ("failed to load directory") when that object is not in this
+    # cache (a fresh clone, or a lock from older code): reproduce the shared stages up to `filter` first, so the lock
+    # the experiments start from names only objects that are here (a no-op after `make demo`).
+    subprocess.run(["dvc", "repro", "filter"], check=True, cwd=root)
     for e in todo:
         _sh(e.command(force=e.name in stale))  # -f: replace a stale one of the same name on this base
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], check=True)
