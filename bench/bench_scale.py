@@ -196,10 +196,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     params = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
     root = Path(args.workdir or tempfile.mkdtemp(prefix="stemsift-bench-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    partial = Path(args.out).with_suffix(".partial.json")  # each finished point, so a cut run keeps what it measured
     try:
         sizes = sorted(set(args.sizes))
-        mono = [curate_point(root, n, args.duration, params["sample_rate"], params["channels"], args.ray and n == sizes[-1])
-                for n in sizes]
+        mono: list[dict] = []
+        for n in sizes:
+            mono.append(curate_point(root, n, args.duration, params["sample_rate"], params["channels"],
+                                     args.ray and n == sizes[-1]))
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"mono": mono}, indent=2) + "\n")
         stereo = [curate_point(root, args.stereo, args.duration, 44100, 2, False)] if args.stereo else []
     finally:
         if not args.workdir:
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         tmp.replace(path)
+    partial.unlink(missing_ok=True)
     print("\n" + table)
     print(f"-> {out}, {out.with_suffix('.md')}")
     return result
