@@ -1,4 +1,4 @@
-# Two entry points for newcomers: `make demo` (set up + dvc repro on the default data) and `make test`.
+# Two entry points for newcomers: `make demo` (set up + dvc repro on the default data) and `make check` (every test).
 VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.stemsift-installed
 NODE    := node_modules/.stemsift-installed
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo curate test test-fast bench smoke sweep detect evidence worlds harm exps exps-refine clean-data
+.PHONY: setup demo curate test check bench smoke sweep detect evidence worlds harm exps exps-refine clean-data
 
 setup: $(STAMP) $(NODE)
 
@@ -45,17 +45,17 @@ curate: setup
 	@[ -n "$(DATA)" ] || { echo "make curate: error: give the folder to curate, e.g. make curate DATA=/path/to/musdb18hq" >&2; exit 2; }
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/stemsift curate $(DATA) $(CURATE_ARGS)
 
-# Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile), in
-# collection order (the end-to-end DVC run first: one worker runs it while the other takes every other file).
+# Two pytest workers, one torch thread each (tests/conftest.py); a test file stays on one worker (loadfile).
+# `make test`: the suite without the end-to-end runs (the 6-minute loop while developing);
+# `make smoke`: the end-to-end runs (marked slow: dvc repro / queued experiments / curate / harm / kill / server queue
+# in temporary copies), the two longest first, one per worker; `make check`: both, what CI runs (.ci/run).
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
-
-test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
-# Smoke-train (demucs' pattern): the whole pipeline with tiny params in a temporary copy of the repo.
 smoke: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m slow
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m slow
+
+check: test smoke
 
 # The grid: 4 cleaners x 3 keep ratios as queued DVC experiments, then the table and the plots.
 # SWEEP_ARGS adds overrides, e.g. make sweep SWEEP_ARGS="-S 'train.seeds=[0]'" (half the time).

@@ -11,7 +11,7 @@ import torch
 
 from stemsift import LABELS
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one torch thread each, stages too
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` / `make smoke` run 2 workers on 2 cores: one torch thread each, stages too
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     torch.set_num_threads(1)
@@ -59,7 +59,7 @@ E2E_FIRST = ("test_pipeline.py", "test_evidence.py")  # ~4.4 and ~1.3 min on one
 
 def pytest_collection_modifyitems(config, items):
     """`cuda` tests need a CUDA device: where torch sees none they are skipped, and the summary (-ra) says why.
-    The two end-to-end files are collected first: `make test` (xdist, loadfile, no reorder) hands files out in this
+    The two end-to-end files are collected first: `make smoke` (xdist, loadfile, no reorder) hands files out in this
     order, so each worker starts one of the two longest at once and the remaining files fill in behind them."""
     items[:] = sorted(items, key=lambda it: Path(str(it.fspath)).name not in E2E_FIRST)
     if os.environ.get("STEMSIFT_TEST_DEVICE", "cuda").startswith("cuda") and not torch.cuda.is_available():
