@@ -198,13 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="stemsift-bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(args.out).with_suffix(".partial.json")  # each finished point, so a cut run keeps what it measured
+    partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         sizes = sorted(set(args.sizes))
         mono: list[dict] = []
         for n in sizes:
             mono.append(curate_point(root, n, args.duration, params["sample_rate"], params["channels"],
                                      args.ray and n == sizes[-1]))
-            partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps({"mono": mono}, indent=2) + "\n")
         stereo = [curate_point(root, args.stereo, args.duration, 44100, 2, False)] if args.stereo else []
     finally:
