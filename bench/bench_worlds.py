@@ -57,6 +57,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                     "fusion": "rank_mean", "song": "mean"}}),
     "blind fad+leak+degrade, song fusion": ("blind", {"blind": {"components": ["fad", "leak", "degrade"],
                                                                 "song": "components"}}),
+    "blind reference-null": ("blind", {"blind": {"calibration": "reference"}}),
+    "blind reference-null, mean": ("blind", {"blind": {"calibration": "reference", "song": "mean"}}),
+    "blind reference-null, rank_mean": ("blind", {"blind": {"calibration": "reference", "fusion": "rank_mean"}}),
+    "blind fad+degrade, reference-null": ("blind", {"blind": {"components": ["fad", "degrade"], "calibration": "reference"}}),
+    "blind leak+degrade, reference-null": ("blind", {"blind": {"components": ["leak", "degrade"], "calibration": "reference"}}),
     "hybrid": ("hybrid", {}),
 }
 
@@ -126,6 +131,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
         store = EmbeddingStore(stage_params(params, "embed", EmbedParams).folder)
         truth = pd.read_parquet(Path(params["contaminate"]["out"]) / TRUTH)
         cache: dict[str, pd.DataFrame] = {}
+        nulls: dict[str, pd.DataFrame | None] = {}  # each component's clean null (Cleaner.null), beside its table
         seconds: dict[str, float] = {}
         seed = int(params["score"]["seed"])
         stored = Path("components")  # component tables by cleaner code + options: fusions re-read them
@@ -134,24 +140,35 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
             comps = get_cleaner(name, blocks.get(name, {}), seed).components()
             return json.dumps([name, blocks.get(name, {}), [key_of(c, blocks) for c in comps]], sort_keys=True)
 
+        def modules_of(name: str, blocks: dict) -> list[str]:  # a cleaner's module and, recursively, its components'
+            cleaner = get_cleaner(name, blocks.get(name, {}), seed)
+            return [type(cleaner).__module__] + [m for c in cleaner.components() for m in modules_of(c, blocks)]
+
         def scored(name: str, blocks: dict) -> pd.DataFrame:
             key = key_of(name, blocks)
-            code = memo.code_key(type(get_cleaner(name, blocks.get(name, {}), seed)).__module__)  # edited code: new key
+            code = memo.code_key(*modules_of(name, blocks))  # edited code (its own or a component's): new key
             path = stored / f"{hashlib.sha1((code + key).encode()).hexdigest()[:16]}.parquet"
+            null_path = path.with_name(f"{path.stem}.null.parquet")
             if key not in cache and path.is_file():  # a component table scored by an earlier run of this code
                 cache[key] = pd.read_parquet(path)
+                nulls[key] = pd.read_parquet(null_path) if null_path.is_file() else None
             if key not in cache:
                 cleaner = get_cleaner(name, blocks.get(name, {}), seed)
                 view = StemView.of(ss, store)
                 for comp in cleaner.components():
                     view.scores[comp] = scored(comp, blocks)
+                    if (null := nulls.get(key_of(comp, blocks))) is not None:
+                        view.nulls[comp] = null
                 t0 = time.perf_counter()
                 cache[key] = cleaner.score(view)
+                nulls[key] = cleaner.null
                 seconds[key] = time.perf_counter() - t0
                 stored.mkdir(exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-                cache[key].to_parquet(tmp)
-                os.replace(tmp, path)
+                for table, out in ((cache[key], path), (cleaner.null, null_path)):
+                    if table is not None:
+                        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+                        table.to_parquet(tmp)
+                        os.replace(tmp, out)
             return cache[key]
 
         rows = []
@@ -170,10 +187,14 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
             songs = table.groupby("track_id").song_score.first()
             auto = auto_keep(songs, a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
                              float(a.get("min_separation", 2.0)))
+            pvalues = songs.between(0, 1).all() and blocks.get(cleaner, {}).get("calibration") == "reference"
+            storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)),
+                               storey_lambda=float(a.get("storey_lambda", 0.5))) if pvalues else None
             row = {"variant": variant, "song_auc": m["song_auc"]["all"], "stem_auc": m["stem_auc"]["all"],
                    **{f"song_auc_{k}": m["song_auc"].get(k) for k in KINDS},
                    **{f"stem_auc_{k}": v for k, v in m["stem_auc"].items() if k != "all"},
-                   "ratio_auto": round(auto.ratio, 4), "clean_share": m["clean_share@1"],
+                   "ratio_auto": round(auto.ratio, 4), "ratio_storey": round(storey.ratio, 4) if storey else None,
+                   "clean_share": m["clean_share@1"],
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(f"  {variant:38s} song AUC {row['song_auc']}  r_auto {row['ratio_auto']:.2f} "

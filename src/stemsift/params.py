@@ -260,10 +260,11 @@ class SelectParams:
 
 @dataclass(frozen=True)
 class AutoRatioParams:
-    method: str = "gmm"         # gmm (DivideMix) | beta (Arazo et al. 2019) | cleanlab (label-based cleaners only)
+    method: str = "gmm"         # gmm (DivideMix) | beta (Arazo et al. 2019) | storey (p-values) | cleanlab (label-based)
     min_songs: int = 10         # fewer songs: keep all (a mixture cannot be fitted)
     min_separation: float = 2.0  # Ashman's D of the two components below this: unimodal, keep all
     min_weight: float = 0.1     # a component lighter than this (e.g. one far outlier) is no second population: keep all
+    storey_lambda: float = 0.5  # storey: p-values above this count as clean songs' (Storey 2002)
 
     def check(self, where: str) -> None:
         from stemsift.clean.ratio import METHODS
@@ -272,6 +273,7 @@ class AutoRatioParams:
         _need(isinstance(self.min_songs, int) and self.min_songs >= 2, f"{where}.min_songs", "must be an integer >= 2")
         _need(float(self.min_separation) >= 0, f"{where}.min_separation", "must be >= 0")
         _need(0 <= float(self.min_weight) < 0.5, f"{where}.min_weight", "must be in [0, 0.5)")
+        _need(0 < float(self.storey_lambda) < 1, f"{where}.storey_lambda", "must be in (0, 1)")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class StemView:
     embeddings: Callable[[str], np.ndarray] | None = None  # stem sha1 -> (frames, dim)
     sample_rate: int = 0
     scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # cleaner -> its table, for fusion cleaners
+    nulls: dict[str, pd.DataFrame] = field(default_factory=dict)   # cleaner -> its clean null (set by Cleaner.score)
     executor: Any = None  # stemsift.compute.Executor for per-song / per-stem work; None = this process
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
@@ -90,6 +91,9 @@ class Cleaner(ABC):
     needs: ClassVar[tuple[str, ...]] = ()       # 'embeddings', 'audio', 'baseline' (what the stage must provide)
     defaults: ClassVar[dict] = {}               # the cleaner's params block, with defaults
     probability: ClassVar[bool] = False         # stem scores are probabilities (fusion reads them as log-odds)
+    # After score(): the reference stems scored out of sample (track_id, label, score), the clean null that
+    # fusion's `calibration: reference` reads; None for a cleaner that cannot score its own reference honestly.
+    null: pd.DataFrame | None = None
 
     def components(self) -> list[str]:
         """Cleaners whose scores this one reads from ``view.scores`` (fusion cleaners); scored before it."""
@@ -120,6 +124,8 @@ class Cleaner(ABC):
         out["song_score"] = out.track_id.map(self.song_scores(out)).astype(np.float64)
         for col, values in getattr(self, "columns", {}).items():  # e.g. class probabilities p_<label>
             out[col] = np.asarray(values, dtype=np.float64)
+        if self.null is not None:  # fusion cleaners scored on this view read it
+            view.nulls[self.name] = self.null
         return out
 
     def config(self) -> dict:

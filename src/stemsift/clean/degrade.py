@@ -200,7 +200,7 @@ class DegradeCleaner(Cleaner):
     needs = ("audio",)
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
                 "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 0.06,
-                "max_features": 0.15, "song": "min"}
+                "max_features": 0.15, "song": "min", "null_folds": 4}
 
     def _check(self) -> dict:
         o = self.options
@@ -212,6 +212,8 @@ class DegradeCleaner(Cleaner):
             raise CleanerError(f"cleaners.degrade.exclude: {e}") from None
         if o["song"] not in ("min", "mean"):
             raise CleanerError(f"cleaners.degrade.song: {o['song']!r} is not one of min, mean")
+        if not isinstance(o["null_folds"], int) or isinstance(o["null_folds"], bool) or o["null_folds"] < 0:
+            raise CleanerError(f"cleaners.degrade.null_folds: expected 0 (no null) or a number of folds, got {o['null_folds']!r}")
         for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise CleanerError(f"cleaners.degrade.{key}: expected a positive integer, got {o[key]!r}")
@@ -224,8 +226,11 @@ class DegradeCleaner(Cleaner):
 
     def train(self, view: StemView):
         """The classifier, trained on the reference split only; ``self.chains`` keeps every chain drawn."""
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        X, y, _ = self._examples(view)
+        return self._fit(X, y)
 
+    def _examples(self, view: StemView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training rows from the reference stems: features, y (1 = as it is), and the song each row came from."""
         allowed = self._check()
         o, sr = self.options, int(view.sample_rate)
         ref = view.reference
@@ -235,18 +240,21 @@ class DegradeCleaner(Cleaner):
         items = ((view.load_audio(t, lb), lb, int(s.generate_state(1)[0])) for t, lb, s in zip(ref.track_id, ref.label, seeds))
         fn = partial(reference_examples, sr=sr, seg_s=float(o["segment_s"]), segments=o["segments"], copies=o["copies"],
                      allowed=allowed, max_chain=o["max_chain"], n_mels=o["n_mels"])
-        X, y, labels, self.chains = [], [], [], []
-        for lb, (f, t, chains) in zip(ref.label, view.map(fn, items)):
+        X, y, songs, self.chains = [], [], [], []
+        for tid, lb, (f, t, chains) in zip(ref.track_id, ref.label, view.map(fn, items)):
             if len(t):
-                X.append(f)
+                X.append(np.hstack([f, _label_columns([lb] * len(t), len(t))]) if o["label_feature"] else f)
                 y.append(t)
-                labels += [lb] * len(t)
+                songs += [tid] * len(t)
                 self.chains += chains
         if not X:
             raise CleanerError("degrade: every reference stem is silent (nothing clean to learn from)")
-        X, y = np.concatenate(X), np.concatenate(y)
-        if o["label_feature"]:
-            X = np.hstack([X, _label_columns(labels, len(X))])
+        return np.concatenate(X), np.concatenate(y), np.array(songs)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        o = self.options
         model = HistGradientBoostingClassifier(max_iter=o["iterations"], learning_rate=float(o["learning_rate"]),
                                                min_samples_leaf=max(1, int(float(o["min_leaf"]) * len(X))),
                                                max_features=float(o["max_features"]),
@@ -258,22 +266,44 @@ class DegradeCleaner(Cleaner):
         with threadpool_limits(1, user_api="openmp"):
             return model.fit(X, y)
 
-    def score_stems(self, view: StemView) -> np.ndarray:
-        t0 = time.perf_counter()
-        model = self.train(view)
-        self.train_seconds = time.perf_counter() - t0
+    def _stem_scores(self, model, view: StemView, rows: pd.DataFrame) -> np.ndarray:
+        """P(unprocessed) of each stem in ``rows``, averaged over its evenly spread segments (NaN: silent)."""
         o, sr = self.options, int(view.sample_rate)
-        tr = view.train
         fn = partial(stem_segment_features, sr=sr, seg_s=float(o["segment_s"]), n=o["score_segments"], n_mels=o["n_mels"])
-        feats = view.map(fn, (view.load_audio(t, lb) for t, lb in zip(tr.track_id, tr.label)))
-        scores = np.full(len(tr), np.nan)
-        for i, (f, lb) in enumerate(zip(feats, tr.label)):
+        feats = view.map(fn, (view.load_audio(t, lb) for t, lb in zip(rows.track_id, rows.label)))
+        scores = np.full(len(rows), np.nan)
+        for i, (f, lb) in enumerate(zip(feats, rows.label)):
             if len(f):
                 if o["label_feature"]:
                     f = np.hstack([f, _label_columns([lb] * len(f), len(f))])
                 with threadpool_limits(1, user_api="openmp"):
                     scores[i] = model.predict_proba(f)[:, 1].mean()
+        return scores
+
+    def _null(self, view: StemView, X: np.ndarray, y: np.ndarray, songs: np.ndarray) -> pd.DataFrame | None:
+        """Each reference stem scored by a model trained without its song (K folds of reference songs, cross-fitting)."""
+        ref = view.reference
+        names = np.unique(songs)
+        folds = min(int(self.options["null_folds"]), len(names))
+        if folds < 2:
+            return None
+        held = np.array_split(np.random.default_rng(self.seed).permutation(names), folds)
+        parts = []
+        for out in held:
+            rows = ref[ref.track_id.isin(out)]
+            model = self._fit(X[~np.isin(songs, out)], y[~np.isin(songs, out)])
+            parts.append(rows[["track_id", "label"]].assign(score=self._stem_scores(model, view, rows)))
+        null = pd.concat(parts, ignore_index=True).dropna()
+        return null if len(null) else None
+
+    def score_stems(self, view: StemView) -> np.ndarray:
+        t0 = time.perf_counter()
+        X, y, songs = self._examples(view)
+        model = self._fit(X, y)
+        self.train_seconds = time.perf_counter() - t0
+        scores = self._stem_scores(model, view, view.train)
         scores[np.isnan(scores)] = np.nanmedian(scores) if np.isfinite(scores).any() else 0.5  # silent: no evidence
+        self.null = self._null(view, X, y, songs)
         return scores
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:

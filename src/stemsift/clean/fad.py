@@ -48,9 +48,17 @@ CALIBRATIONS = ("median", "reference")
 
 
 def stem_distance(frames: np.ndarray, refs: list[tuple[np.ndarray, np.ndarray]], k: int, shrinkage: float) -> float:
-    """One stem's FAD to the reference Gaussians: to the single pooled one, or the mean of its k smallest."""
+    """One stem's FAD to the reference Gaussians: to the single pooled one, or the mean of its k smallest, averaged
+    over the reference sets that leave one reference stem out (so it is scored like a reference stem is against the
+    others: the clean null and the training stems see n - 1 references each)."""
     g = gaussian(frames, shrinkage)
-    return float(np.sort([frechet_distance(*g, *r) for r in refs])[:k].mean())
+    d = np.sort([frechet_distance(*g, *r) for r in refs])
+    n = len(d)
+    if n <= k:
+        return float(d[:k].mean())
+    # leaving out one of the k nearest brings in the (k+1)-th; leaving out any other changes nothing
+    with_next = (d[:k + 1].sum() - d[:k]) / k
+    return float(((n - k) * d[:k].mean() + with_next.sum()) / n)
 
 
 def reference_distances(stems, refs: list[np.ndarray], reference: str, k: int,
@@ -90,20 +98,26 @@ class FadCleaner(Cleaner):
         if o["song"] not in ("mean", "min"):
             raise CleanerError(f"fad.song: {o['song']!r} is not one of mean, min")
         scores = np.empty(len(view.train))
+        nulls = []
         for label in LABELS:  # each target's own clean distribution
             rows = np.flatnonzero(view.train.label.to_numpy() == label)
             if not len(rows):
                 continue
-            refs = view.embed(view.reference[view.reference.label == label])
+            ref_rows = view.reference[view.reference.label == label]
+            refs = view.embed(ref_rows)
             if not refs:
                 raise CleanerError(f"fad: no reference stem labelled {label!r} to compare with")
             stems = (view.embeddings(sha) for sha in view.train.sha1.iloc[rows])  # loaded as tasks are sent
             fad, loo = reference_distances(stems, refs, o["reference"], int(o["k"]), float(o["shrinkage"]), view.map)
             if o["calibration"] == "median":
-                scores[rows] = -fad
+                scores[rows], null = -fad, -loo
             else:  # z of log FAD against the reference stems' own leave-one-out FADs of this label
                 ll = np.log(loo + EPS)
-                scores[rows] = -(np.log(fad + EPS) - ll.mean()) / (ll.std(ddof=1) if len(ll) > 1 and ll.std(ddof=1) > 0 else 1.0)
+                sd = ll.std(ddof=1) if len(ll) > 1 and ll.std(ddof=1) > 0 else 1.0
+                scores[rows], null = -(np.log(fad + EPS) - ll.mean()) / sd, -(ll - ll.mean()) / sd
+            if len(refs) > 1:  # each reference stem against the others: scored out of sample, the clean null
+                nulls.append(ref_rows[["track_id", "label"]].assign(score=null))
+        self.null = pd.concat(nulls, ignore_index=True) if nulls else None
         return scores
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:

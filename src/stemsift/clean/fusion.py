@@ -11,17 +11,55 @@ The song score (option `song`):
     worst:      the song's lowest fused stem score (default: one alarmed stem is not diluted by the song's mean)
     mean:       the mean of the song's fused stem scores
     components: the fusion of the components' own song scores (each component's song rule first)
+`calibration: reference` reads each component against its own clean null instead (``Cleaner.null``: the reference
+stems scored out of sample, e.g. `fad` leave-one-out, `leak` leave-one-song-out, `degrade` K-fold cross-fitting): a
+stem's score becomes a smoothed conformal p-value per label (Vovk et al. 2005; split-conformal outlier p-values,
+Bates et al. Ann. Stat. 2023): #{null <= s} / (n + 1), interpolated between the null's order statistics and ranked
+beyond them by the null's Gaussian tail (`conformal_p`), so a component with no
+signal in this collection gives uniform p-values, and a component whose clean scores are heavy-tailed alarms less
+(its null's spread, not the training stems', sets the scale). max_z then takes the smallest p with Sidak's correction
+for the m components, 1 - (1 - min p)^m (rank_mean: the mean p); worst takes the song's smallest stem p with Sidak's
+correction for its stems, mean the mean; and the song statistic is calibrated once more against the same statistic of
+the reference songs (each scored against the null without its own song), so song scores are p-values that are
+uniform for clean songs: what `filter.auto.method: storey` reads.
 The components are scored by the score stage before the fusion cleaner (listed or not in score.cleaners).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, register, robust_z
 
 FUSIONS = ("rank_mean", "max_z")
 SONGS = ("worst", "mean", "components")
+CALIBRATIONS = ("training", "reference")
+MIN_NULL = 5  # a label whose null has fewer stems is read against the null of all labels
+
+
+def conformal_p(scores, null) -> np.ndarray:
+    """Smoothed conformal p-value of each score against a clean null (low = suspicious): the null's empirical CDF,
+    linearly interpolated between its order statistics (count / (n + 1) at each), with the null's Gaussian tail
+    ranking the scores beyond its range (Phi(z) / Phi(z_min) of the first step below the smallest)."""
+    null = np.sort(np.asarray(null, dtype=np.float64))
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(null)
+    sd = null.std(ddof=1) if n > 1 else 0.0
+    z = lambda x: (x - null.mean()) / (sd if sd > 0 else 1.0)  # noqa: E731
+    count = np.searchsorted(null, s, side="right")
+    inner = (count > 0) & (count < n)
+    k = np.clip(count, 1, n - 1)
+    gap = np.where(inner, null[k] - null[k - 1], 1.0)
+    u = np.where(inner, (s - null[k - 1]) / np.where(gap > 0, gap, 1.0), 0.0)
+    u = np.where(count == 0, np.exp(norm.logcdf(z(s)) - norm.logcdf(z(null[0]))), u)
+    u = np.where(count == n, 1 - np.exp(norm.logsf(z(s)) - norm.logsf(z(null[-1]))), u)
+    return (count + np.clip(u, 0, 1)) / (n + 1)
+
+
+def sidak(p, m) -> np.ndarray:
+    """Sidak's correction of the smallest of m p-values: 1 - (1 - p)^m (log1p: exact for tiny p)."""
+    return -np.expm1(np.asarray(m, dtype=np.float64) * np.log1p(-np.clip(np.asarray(p, dtype=np.float64), 0, 1 - 1e-16)))
 
 
 def log_odds(p: pd.Series, eps: float = 1e-4) -> pd.Series:
@@ -42,7 +80,7 @@ def fuse(columns: pd.DataFrame, how: str) -> pd.Series:
 class FusionCleaner(Cleaner):
     """Fuses the stem and song scores other cleaners already produced (``view.scores``)."""
 
-    defaults = {"components": [], "fusion": "max_z", "song": "worst"}
+    defaults = {"components": [], "fusion": "max_z", "song": "worst", "calibration": "training"}
 
     def components(self) -> list[str]:
         comps = list(self.options["components"] or [])
@@ -52,6 +90,12 @@ class FusionCleaner(Cleaner):
             raise CleanerError(f"{self.name}.fusion: {self.options['fusion']!r} is not one of {', '.join(FUSIONS)}")
         if self.options["song"] not in SONGS:
             raise CleanerError(f"{self.name}.song: {self.options['song']!r} is not one of {', '.join(SONGS)}")
+        if self.options["calibration"] not in CALIBRATIONS:
+            raise CleanerError(f"{self.name}.calibration: {self.options['calibration']!r} is not one of "
+                               f"{', '.join(CALIBRATIONS)}")
+        if self.options["calibration"] == "reference" and self.options["song"] == "components":
+            raise CleanerError(f"{self.name}.song: components fuses the components' own song scores, which have no "
+                               f"null; use worst or mean with calibration: reference")
         return comps
 
     def _tables(self, view: StemView) -> list[pd.DataFrame]:
@@ -60,16 +104,22 @@ class FusionCleaner(Cleaner):
             raise CleanerError(f"{self.name}.components: {missing[0]!r} has not been scored")
         return [view.scores[c].set_index(["track_id", "label"]) for c in self.components()]
 
+    def _stem_columns(self, view: StemView, tables: list[pd.DataFrame], keys: pd.MultiIndex) -> pd.DataFrame:
+        stems = pd.DataFrame({c: t.score.reindex(keys).to_numpy() for c, t in zip(self.components(), tables)},
+                             index=keys)
+        if stems.isna().any().any():
+            raise CleanerError(f"{self.name}: a component did not score every training stem")
+        return stems
+
     def score_stems(self, view: StemView) -> np.ndarray:
         tables = self._tables(view)
         keys = pd.MultiIndex.from_frame(view.train[["track_id", "label"]])
-        stems = pd.DataFrame({c: t.score.reindex(keys).to_numpy() for c, t in zip(self.components(), tables)},
-                             index=keys)
+        stems = self._stem_columns(view, tables, keys)
+        if self.options["calibration"] == "reference":
+            return self._reference_scores(view, stems)
         for c in stems.columns:
             if getattr(REGISTRY.get(c), "probability", False):
                 stems[c] = log_odds(stems[c])
-        if stems.isna().any().any():
-            raise CleanerError(f"{self.name}: a component did not score every training stem")
         labels = keys.get_level_values("label")
         fused = pd.concat([fuse(part, self.options["fusion"]) for _, part in stems.groupby(labels)])
         self._songs = pd.DataFrame({c: t.groupby(level="track_id").song_score.first()
@@ -79,8 +129,78 @@ class FusionCleaner(Cleaner):
                 self._songs[c] = log_odds(self._songs[c])
         return fused.reindex(keys).to_numpy()
 
+    # ------------------------------------------------------------------ calibration: reference
+
+    def _nulls(self, view: StemView) -> dict[str, pd.DataFrame]:
+        out = {}
+        for c in self.components():
+            null = view.nulls.get(c)
+            if null is None or len(null) < 2:
+                raise CleanerError(f"{self.name}.calibration: reference needs {c!r} to score the reference split out of "
+                                   f"sample, and it has no clean null (use calibration: training)")
+            null = null.copy()
+            if getattr(REGISTRY.get(c), "probability", False):
+                null["score"] = log_odds(null.score)
+            out[c] = null
+        return out
+
+    @staticmethod
+    def _p(scores: pd.Series, labels, null: pd.DataFrame, skip_song=None) -> np.ndarray:
+        """Per-label conformal p of ``scores`` against ``null`` (without the stems of ``skip_song``)."""
+        if skip_song is not None:
+            null = null[null.track_id != skip_song]
+        out = np.empty(len(scores))
+        labels = np.asarray(labels)
+        for lb in np.unique(labels):
+            own = null.score[null.label == lb]
+            ref = own if len(own) >= MIN_NULL else null.score
+            rows = labels == lb
+            out[rows] = conformal_p(scores.to_numpy()[rows], ref.to_numpy())
+        return out
+
+    def _fused(self, p: pd.DataFrame) -> pd.Series:
+        """One p per stem from the components' p columns."""
+        if self.options["fusion"] == "max_z":
+            return pd.Series(sidak(p.min(axis=1), p.shape[1]), index=p.index)
+        return p.mean(axis=1)
+
+    def _song_statistic(self, stem_p: pd.Series) -> pd.Series:
+        g = stem_p.groupby(level="track_id", sort=False)
+        if self.options["song"] == "worst":
+            return pd.Series(sidak(g.min(), g.size()), index=g.min().index)
+        return g.mean()
+
+    def _reference_scores(self, view: StemView, stems: pd.DataFrame) -> np.ndarray:
+        nulls = self._nulls(view)
+        for c in stems.columns:
+            if getattr(REGISTRY.get(c), "probability", False):
+                stems[c] = log_odds(stems[c])
+        labels = stems.index.get_level_values("label")
+        p = pd.DataFrame({c: self._p(stems[c], labels, nulls[c]) for c in stems.columns}, index=stems.index)
+        fused = self._fused(p)
+        # the reference songs' own statistic, each song against the null without it: the song-level null
+        ref_keys = sorted(set.intersection(*[set(zip(n.track_id, n.label)) for n in nulls.values()]))
+        ref_songs = []
+        for song in sorted({t for t, _ in ref_keys}):
+            rows = pd.MultiIndex.from_tuples([k for k in ref_keys if k[0] == song], names=["track_id", "label"])
+            cols = {}
+            for c, null in nulls.items():
+                own = null.set_index(["track_id", "label"]).score.reindex(rows)
+                cols[c] = self._p(own, rows.get_level_values("label"), null, skip_song=song)
+            ref_songs.append(self._song_statistic(self._fused(pd.DataFrame(cols, index=rows))))
+        self._ref_songs = pd.concat(ref_songs) if ref_songs else pd.Series(dtype=float)
+        return fused.reindex(stems.index).to_numpy()
+
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         how = self.options["song"]
+        if self.options["calibration"] == "reference":
+            t = self._song_statistic(stems.set_index(["track_id", "label"]).score)
+            null = self._ref_songs.to_numpy()
+            if len(null) < 2:
+                return t.reindex(stems.track_id.unique())
+            # calibrated on the reference songs' statistic (log scale: the tail ranks p-values of every magnitude)
+            log = lambda x: np.log(np.clip(np.asarray(x, dtype=np.float64), 1e-300, None))  # noqa: E731
+            return pd.Series(conformal_p(log(t), log(null)), index=t.index).reindex(stems.track_id.unique())
         if how == "components":
             return fuse(self._songs, self.options["fusion"]).reindex(stems.track_id.unique())
         by_song = stems.groupby("track_id", sort=False).score
@@ -90,10 +210,10 @@ class FusionCleaner(Cleaner):
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst"}
+    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst", "calibration": "training"}
 
 
 @register
 class HybridCleaner(FusionCleaner):
     name = "hybrid"
-    defaults = {"components": ["blind", "mlp"], "fusion": "max_z", "song": "worst"}
+    defaults = {"components": ["blind", "mlp"], "fusion": "max_z", "song": "worst", "calibration": "training"}

@@ -154,18 +154,34 @@ class LeakCleaner(Cleaner):
         coherence = partial(song_pairs, n_fft=int(o["n_fft"]), hop=int(o["hop"]), floor_db=float(o["floor_db"]))
         songs, audio = _song_audio(view, view.train)
         per_song = view.map(coherence, audio)
+        ref_songs, ref_audio = _song_audio(view, view.reference)
+        ref_per_song = view.map(coherence, ref_audio)
+        uncalibrated = lambda p, labels: {lb: -np.log10(msc + FLOOR) for lb, msc in best_partner(p, labels).items()}  # noqa: E731
         if o["calibration"] == "reference":
-            _, ref_audio = _song_audio(view, view.reference)
-            ref_pairs = [p for p in view.map(coherence, ref_audio) if not p.empty]
+            ref_pairs = [p for p in ref_per_song if not p.empty]
             if not ref_pairs:
                 raise CleanerError("leak.calibration: reference needs reference songs with two or more stems")
             ref, pooled = pair_reference(pd.concat(ref_pairs, ignore_index=True), int(o["min_songs"]))
             leaks = [calibrated_scores(p, ref, pooled, o["sided"], labels) for (_, labels), p in zip(songs, per_song)]
+            null = [self._left_out(i, ref_per_song, labels) for i, (_, labels) in enumerate(ref_songs)]
         else:
-            leaks = [{lb: -np.log10(msc + FLOOR) for lb, msc in best_partner(p, labels).items()}
-                     for (_, labels), p in zip(songs, per_song)]
+            leaks = [uncalibrated(p, labels) for (_, labels), p in zip(songs, per_song)]
+            null = [uncalibrated(p, labels) for (_, labels), p in zip(ref_songs, ref_per_song)]
+        self.null = pd.DataFrame([(tid, lb, v) for (tid, _), s in zip(ref_songs, null) if s is not None
+                                  for lb, v in s.items()], columns=["track_id", "label", "score"]) if ref_songs else None
         scores = {(tid, lb): v for (tid, _), s in zip(songs, leaks) for lb, v in s.items()}
         return np.array([scores[(t, lb)] for t, lb in zip(view.train.track_id, view.train.label)])
+
+    def _left_out(self, i: int, ref_per_song: list[pd.DataFrame], labels: list[str]) -> dict[str, float] | None:
+        """Reference song i scored against the clean coherence of the other reference songs (out of sample)."""
+        others = [p for j, p in enumerate(ref_per_song) if j != i and not p.empty]
+        if not others or ref_per_song[i].empty:
+            return None
+        try:
+            ref, pooled = pair_reference(pd.concat(others, ignore_index=True), int(self.options["min_songs"]))
+        except CleanerError:  # the others share no active band: no null for this song
+            return None
+        return calibrated_scores(ref_per_song[i], ref, pooled, self.options["sided"], labels)
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         """The song's most coherent pair decides: one leaking stem spoils the song."""

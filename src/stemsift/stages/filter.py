@@ -37,7 +37,7 @@ def resolve_ratio(scores: pd.DataFrame, f: FilterParams, seed: int = 0) -> tuple
     if f.ratio != "auto":
         return float(f.ratio), {}
     a = auto_keep(scores.groupby("track_id").song_score.first(), f.auto.method, seed, f.auto.min_songs,
-                  f.auto.min_separation, stems=scores, min_weight=f.auto.min_weight)
+                  f.auto.min_separation, stems=scores, min_weight=f.auto.min_weight, storey_lambda=f.auto.storey_lambda)
     if a.warning:
         print(f"filter: warning: filter.ratio=auto ({a.method}): {a.warning}")
     return a.ratio, a.metrics()

@@ -1,0 +1,96 @@
+"""Fusion against each component's clean null (`calibration: reference`): smoothed conformal p-values, Sidak's
+correction, song p-values calibrated on the reference songs, and Storey's share of clean songs read from them.
+Score tables are generated here: a component with no signal whose clean scores are heavy-tailed next to one that
+sees the defect."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from stemsift.clean import CleanerError, StemView, get_cleaner
+from stemsift.clean.fusion import conformal_p, sidak
+from stemsift.clean.ratio import auto_keep, storey_pi0
+
+LABELS = ["bass", "drums", "other", "vocals"]
+
+
+def test_conformal_p_is_monotone_in_range_and_uniform_for_clean_scores():
+    rng = np.random.default_rng(0)
+    p = conformal_p(np.linspace(-6, 6, 121), rng.normal(size=12))
+    assert np.all(np.diff(p) >= 0) and np.all(np.diff(p)[p[1:] < 0.99] > 0)  # ties only where Phi saturates
+    assert p.min() > 0 and p.max() <= 1
+    hits = [conformal_p(rng.normal(size=1), rng.normal(size=12))[0] <= 0.1 for _ in range(4000)]
+    assert abs(np.mean(hits) - 0.1) < 0.02  # valid: a clean score lands below 0.1 one time in ten
+
+
+def test_sidak_corrects_the_smallest_of_m():
+    assert np.allclose(sidak(0.3, 1), 0.3)
+    assert np.isclose(sidak(1e-9, 12), 12e-9, rtol=1e-6)
+    assert np.isclose(sidak(0.5, 2), 0.75)
+
+
+def test_storey_recovers_the_clean_share_and_refuses_scores_that_are_not_p_values():
+    rng = np.random.default_rng(1)
+    p = pd.Series(np.concatenate([rng.uniform(size=140), rng.uniform(0, 0.02, size=60)]),
+                  index=[f"s{i}" for i in range(200)])
+    assert abs(storey_pi0(p.to_numpy()) - 0.7) < 0.1
+    a = auto_keep(p, "storey")
+    assert abs(a.ratio - 0.7) < 0.1 and a.method == "storey"
+    assert all(p[k] >= p.drop(list(a.keep)).max() for k in a.keep)  # the kept songs are the top-r
+    with pytest.raises(ValueError, match="storey needs song scores that are p-values"):
+        auto_keep(p * 10 - 3, "storey")
+    assert auto_keep(p.iloc[:5], "storey", min_songs=10).ratio == 1.0
+
+
+def tables(seed: int, songs: int = 40, defective: int = 10, reference: int = 12):
+    """`noisy`: Cauchy scores for every stem (no signal; clean outliers far out). `sees`: normal scores, and one
+    stem of each defective song 3.5 sd low. Nulls: the same distributions on the reference songs."""
+    rng = np.random.default_rng(seed)
+    rows = lambda n, prefix: pd.DataFrame([(f"{prefix}{i}", lb) for i in range(n) for lb in LABELS],  # noqa: E731
+                                          columns=["track_id", "label"])
+    train, ref = rows(songs, "t"), rows(reference, "r")
+    bad = {f"t{i}" for i in range(defective)}
+    sees = rng.normal(size=len(train))
+    first = ~train.duplicated("track_id")
+    sees[(train.track_id.isin(bad) & first).to_numpy()] -= 3.5
+    out = {}
+    for name, s, null in (("noisy", rng.standard_cauchy(len(train)), rng.standard_cauchy(len(ref))),
+                          ("sees", sees, rng.normal(size=len(ref)))):
+        t = train.assign(score=s)
+        out[name] = (t.assign(song_score=t.track_id.map(t.groupby("track_id").score.min())), ref.assign(score=null))
+    truth = pd.Series([t in bad for t in train.track_id.unique()], index=train.track_id.unique())
+    return train, ref, out, truth
+
+
+def fused(seed: int, calibration: str) -> tuple[pd.Series, pd.Series]:
+    train, ref, comps, truth = tables(seed)
+    view = StemView(train=train, reference=ref, load_audio=None, scores={c: t for c, (t, _) in comps.items()},
+                    nulls={c: n for c, (_, n) in comps.items()})
+    table = get_cleaner("blind", {"components": list(comps), "calibration": calibration}).score(view)
+    return table.groupby("track_id").song_score.first().reindex(truth.index), truth
+
+
+def test_a_heavy_tailed_component_without_signal_dilutes_less_against_its_null():
+    auc = {c: np.mean([roc_auc_score(~t, s) for s, t in (fused(k, c) for k in range(8))])
+           for c in ("training", "reference")}
+    assert auc["reference"] > auc["training"] + 0.05, auc
+    assert auc["reference"] > 0.85, auc
+
+
+def test_song_scores_are_p_values_uniform_for_clean_songs():
+    clean = np.concatenate([s[~t].to_numpy() for s, t in (fused(k, "reference") for k in range(8))])
+    assert clean.min() >= 0 and clean.max() <= 1  # valid at the reference's resolution, 1 / (12 + 1)
+    assert abs(clean.mean() - 0.5) < 0.08
+    assert all(abs(np.mean(clean <= q) - q) < 0.08 for q in (0.25, 0.5, 0.75)), [np.mean(clean <= q) for q in (0.25, 0.5, 0.75)]
+
+
+def test_reference_calibration_needs_every_components_null():
+    train, ref, comps, _ = tables(0)
+    view = StemView(train=train, reference=ref, load_audio=None, scores={c: t for c, (t, _) in comps.items()},
+                    nulls={"sees": comps["sees"][1]})
+    with pytest.raises(CleanerError, match="'noisy'.*no clean null"):
+        get_cleaner("blind", {"components": ["noisy", "sees"], "calibration": "reference"}).score(view)
+    with pytest.raises(CleanerError, match="blind.song"):
+        get_cleaner("blind", {"components": ["noisy", "sees"], "calibration": "reference", "song": "components"}).components()
