@@ -321,3 +321,19 @@ def test_robust_z_one_element_zero_mad_and_equal_groups_are_finite():
     assert robust_z(pd.Series([2.0] * 4)).tolist() == [0.0] * 4  # all equal: scale 1.0
     for g in (pd.Series([7.0]), most_equal, pd.Series([2.0] * 4)):
         assert np.isfinite(robust_z(g)).all()
+
+
+def test_fad_scores_each_reference_stem_against_the_others_as_its_clean_null(world):
+    """The null is the reference stems' leave-one-out score on the training stems' scale: one row per reference
+    stem, a clean training stem sits inside it and the swapped stems far below it."""
+    ss, store, truth = world
+    view = StemView.of(ss, store)
+    cleaner = get_cleaner("fad", seed=0)
+    table = cleaner.score(view)
+    null = view.nulls["fad"]
+    assert null is cleaner.null and len(null) == len(view.reference)
+    assert set(zip(null.track_id, null.label)) == set(zip(view.reference.track_id, view.reference.label))
+    t = table.merge(truth, on=["track_id", "label"])
+    clean = t[t.defect == "clean"].score
+    assert null.score.min() - 1 < clean.median() < null.score.max() + 1
+    assert t[(t.track_id == SWAPPED) & t.label.isin(["vocals", "bass"])].score.max() < null.score.min()

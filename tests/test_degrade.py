@@ -129,3 +129,18 @@ def test_every_member_processes_and_level_matches():
         assert not np.allclose(y, x, atol=1e-4), name  # it did something
     chain = draw_chain(rng, SR, allowed_members([]), max_len=2, p_extra=1.0)
     assert len(chain) == 2 and MEMBERS[chain[0][0]].family != MEMBERS[chain[1][0]].family
+
+
+def test_the_null_is_each_reference_stem_scored_by_a_model_trained_without_its_song(view):
+    cleaner = get_cleaner("degrade", {**FAST, "null_folds": 3}, seed=0)
+    table = cleaner.score(view)
+    null = view.nulls["degrade"]
+    assert len(null) == len(view.reference) and null.score.between(0, 1).all()
+    clean = table[table.track_id.str.startswith("clean") & (table.label != "drums")].score
+    reverb = table[table.track_id.str.startswith("reverb") & (table.label != "drums")].score
+    assert null.score.median() > reverb.median() and abs(null.score.median() - clean.median()) < 0.3
+    none = get_cleaner("degrade", {**FAST, "null_folds": 0}, seed=0)
+    np.testing.assert_array_equal(none.score(view).score, table.score)  # the null never changes the scores
+    assert none.null is None
+    with pytest.raises(CleanerError, match="cleaners.degrade.null_folds"):
+        get_cleaner("degrade", {**FAST, "null_folds": -1}).score(view)

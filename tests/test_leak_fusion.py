@@ -163,3 +163,16 @@ def test_hybrid_song_from_stems_uses_the_fused_blind_stem_scores():
     view.scores["mlp"]["score"] = np.random.default_rng(9).normal(size=len(train))
     hybrid = get_cleaner("hybrid").score(view)
     assert hybrid.groupby("track_id").song_score.first().idxmin() == ALARMED
+
+
+def test_leak_null_scores_each_reference_song_against_the_others(chorales):
+    """Each reference song scored against the other reference songs' clean coherence: one row per reference stem,
+    on the clean training songs' scale, and the bleed below all of it."""
+    train, reference = chorales
+    view = view_of(train, reference)
+    table = get_cleaner("leak", LEAK).score(view)
+    null = view.nulls["leak"]
+    assert len(null) == len(view.reference) and set(null.track_id) == set(reference)
+    clean = table[table.track_id != BLED].score
+    assert abs(null.score.median() - clean.median()) < 1.5, (null.score.median(), clean.median())
+    assert table.groupby("track_id").song_score.first()[BLED] < null.score.min()
