@@ -62,6 +62,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind reference-null, rank_mean": ("blind", {"blind": {"calibration": "reference", "fusion": "rank_mean"}}),
     "blind fad+degrade, reference-null": ("blind", {"blind": {"components": ["fad", "degrade"], "calibration": "reference"}}),
     "blind leak+degrade, reference-null": ("blind", {"blind": {"components": ["leak", "degrade"], "calibration": "reference"}}),
+    "blind both-null": ("blind", {"blind": {"calibration": "both"}}),
+    "blind both-null, mean": ("blind", {"blind": {"calibration": "both", "song": "mean"}}),
+    "blind leak+degrade, both-null": ("blind", {"blind": {"components": ["leak", "degrade"], "calibration": "both"}}),
     "hybrid": ("hybrid", {}),
 }
 
@@ -187,7 +190,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
             songs = table.groupby("track_id").song_score.first()
             auto = auto_keep(songs, a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
                              float(a.get("min_separation", 2.0)))
-            pvalues = songs.between(0, 1).all() and blocks.get(cleaner, {}).get("calibration") == "reference"
+            pvalues = songs.between(0, 1).all() and blocks.get(cleaner, {}).get("calibration") in ("reference", "both")
             storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)),
                                storey_lambda=float(a.get("storey_lambda", 0.5))) if pvalues else None
             row = {"variant": variant, "song_auc": m["song_auc"]["all"], "stem_auc": m["stem_auc"]["all"],
@@ -217,6 +220,23 @@ def summarise(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
     if held_out in table.columns:
         table = table[[c for c in table.columns if c != held_out] + [held_out]]
     return table.sort_values("worst tuning world", ascending=False)
+
+
+def ratio_errors(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
+    """variant (and estimator) × world: mean over draws of |automatic ratio - true clean share| (filter.ratio: auto);
+    `storey` rows for the variants whose song scores are p-values."""
+    ok = results[results.song_auc.notna()]
+    parts = [ok.assign(estimator=ok.variant + " (gmm)", err=(ok.ratio_auto - ok.clean_share).abs())]
+    if "ratio_storey" in ok:
+        st = ok[ok.ratio_storey.notna()]
+        parts.append(st.assign(estimator=st.variant + " (storey)", err=(st.ratio_storey - st.clean_share).abs()))
+    both = pd.concat(parts)
+    table = both.groupby(["estimator", "world"]).err.mean().round(3).unstack("world")
+    tuning = [w for w in table.columns if w != held_out]
+    table["worst tuning world"] = table[tuning].max(axis=1)
+    if held_out in table.columns:
+        table = table[[c for c in table.columns if c != held_out] + [held_out]]
+    return table.sort_values("worst tuning world")
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -276,7 +296,9 @@ def main() -> None:
                                "rows": results.replace({np.nan: None}).to_dict("records")}, indent=1) + "\n")
     os.replace(tmp, out)
     results.to_csv(out.with_suffix(".csv"), index=False)
-    out.with_suffix(".md").write_text(markdown(table) + "\n")
+    errors = ratio_errors(results, cfg["held_out"])
+    out.with_suffix(".md").write_text(markdown(table) + "\n\nAutomatic ratio, mean over draws of |r - true clean share|:"
+                                      "\n\n" + markdown(errors) + "\n")
 
 
 if __name__ == "__main__":

@@ -604,7 +604,11 @@ def test_contaminated_songs_are_rewritten_and_defects_keep_the_clean_level(conta
     same = sha(ss) == sha(raw).reindex(sha(ss).index)
     train = ss.stems.split == "train"
     assert not same[train.to_numpy()].any()  # no training stem, clean or not, is a byte copy of data/raw's
-    assert same[(~train).to_numpy()].all()   # reference and test are copied as they are
+    ref = (ss.stems.split == "reference").to_numpy()
+    assert not same[ref].any()  # the reference songs get the same level treatment: one population with train
+    assert same[(ss.stems.split == "test").to_numpy()].all()   # test songs are copied as they are
+    gains = [json.loads(m) for m in ss.tracks[ss.tracks.split == "reference"].meta]
+    assert all(-4.0 <= g["song_db"] <= 4.0 and g["headroom_db"] <= 0.0 for g in gains)
     mix = lambda s: s.tracks.set_index("track_id").sha1
     assert (mix(ss)[ss.track_ids("train")] != mix(raw)[ss.track_ids("train")]).all()
     clean_songs = set(truth.track_id) - set(truth[truth.defect != "clean"].track_id)

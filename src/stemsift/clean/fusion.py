@@ -21,7 +21,10 @@ signal in this collection gives uniform p-values, and a component whose clean sc
 for the m components, 1 - (1 - min p)^m (rank_mean: the mean p); worst takes the song's smallest stem p with Sidak's
 correction for its stems, mean the mean; and the song statistic is calibrated once more against the same statistic of
 the reference songs (each scored against the null without its own song), so song scores are p-values that are
-uniform for clean songs: what `filter.auto.method: storey` reads.
+uniform for clean songs: what `filter.auto.method: storey` reads. `calibration: both` takes each component's larger
+p of two nulls, its reference null and the training stems of the label (a stem alarms only where it is extreme
+against both: a null that the reference split sets too narrow, or a component whose clean scores are heavy-tailed,
+then raises no alarm on its own).
 The components are scored by the score stage before the fusion cleaner (listed or not in score.cleaners).
 """
 from __future__ import annotations
@@ -34,7 +37,7 @@ from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, regis
 
 FUSIONS = ("rank_mean", "max_z")
 SONGS = ("worst", "mean", "components")
-CALIBRATIONS = ("training", "reference")
+CALIBRATIONS = ("training", "reference", "both")
 MIN_NULL = 5  # a label whose null has fewer stems is read against the null of all labels
 
 
@@ -93,7 +96,7 @@ class FusionCleaner(Cleaner):
         if self.options["calibration"] not in CALIBRATIONS:
             raise CleanerError(f"{self.name}.calibration: {self.options['calibration']!r} is not one of "
                                f"{', '.join(CALIBRATIONS)}")
-        if self.options["calibration"] == "reference" and self.options["song"] == "components":
+        if self.options["calibration"] != "training" and self.options["song"] == "components":
             raise CleanerError(f"{self.name}.song: components fuses the components' own song scores, which have no "
                                f"null; use worst or mean with calibration: reference")
         return comps
@@ -115,7 +118,7 @@ class FusionCleaner(Cleaner):
         tables = self._tables(view)
         keys = pd.MultiIndex.from_frame(view.train[["track_id", "label"]])
         stems = self._stem_columns(view, tables, keys)
-        if self.options["calibration"] == "reference":
+        if self.options["calibration"] != "training":
             return self._reference_scores(view, stems)
         for c in stems.columns:
             if getattr(REGISTRY.get(c), "probability", False):
@@ -176,7 +179,15 @@ class FusionCleaner(Cleaner):
             if getattr(REGISTRY.get(c), "probability", False):
                 stems[c] = log_odds(stems[c])
         labels = stems.index.get_level_values("label")
-        p = pd.DataFrame({c: self._p(stems[c], labels, nulls[c]) for c in stems.columns}, index=stems.index)
+        both = self.options["calibration"] == "both"
+        train = {c: stems[c].reset_index() for c in stems.columns}  # the training stems as a second null ("both")
+        train = {c: t.rename(columns={c: "score"}) for c, t in train.items()}
+
+        def p_of(c, scores, labels, skip_song=None):
+            p = self._p(scores, labels, nulls[c], skip_song)
+            return np.maximum(p, self._p(scores, labels, train[c])) if both else p
+
+        p = pd.DataFrame({c: p_of(c, stems[c], labels) for c in stems.columns}, index=stems.index)
         fused = self._fused(p)
         # the reference songs' own statistic, each song against the null without it: the song-level null
         ref_keys = sorted(set.intersection(*[set(zip(n.track_id, n.label)) for n in nulls.values()]))
@@ -186,14 +197,14 @@ class FusionCleaner(Cleaner):
             cols = {}
             for c, null in nulls.items():
                 own = null.set_index(["track_id", "label"]).score.reindex(rows)
-                cols[c] = self._p(own, rows.get_level_values("label"), null, skip_song=song)
+                cols[c] = p_of(c, own, rows.get_level_values("label"), skip_song=song)
             ref_songs.append(self._song_statistic(self._fused(pd.DataFrame(cols, index=rows))))
         self._ref_songs = pd.concat(ref_songs) if ref_songs else pd.Series(dtype=float)
         return fused.reindex(stems.index).to_numpy()
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         how = self.options["song"]
-        if self.options["calibration"] == "reference":
+        if self.options["calibration"] != "training":
             t = self._song_statistic(stems.set_index(["track_id", "label"]).score)
             null = self._ref_songs.to_numpy()
             if len(null) < 2:

@@ -20,12 +20,19 @@ def contaminate_stemset(src: StemSet, out_root: Path, p: ContaminateParams) -> p
 
     Every training song, clean or defective, is re-written through the same level treatment (``level_song``: a
     drawn song gain, then one headroom rule) and encoding, so neither its bytes nor its loudness tell a clean song
-    from a defective one; the other splits are copied as they are."""
+    from a defective one. The reference songs get the same treatment (their own draws), so the clean reference
+    split and the clean training songs are one population, as in a real collection: a cleaner that compares a
+    stem with the reference sees no level shift between the splits. Test songs are copied as they are."""
     ext = Path(src.stems.path.iloc[0]).suffix
     writer = StemSetWriter(out_root, src.sample_rate, src.channels, ext, source=str(src.tracks.source.iloc[0]))
-    for tid in src.tracks.track_id[src.tracks.split != "train"]:
-        writer.copy_track(src, tid)
     cfg = resolve_config(p.defect_config())
+    reference = {tid: j for j, tid in enumerate(src.track_ids("reference"))}
+    for tid in src.tracks.track_id[src.tracks.split != "train"]:  # in the source's order
+        if tid not in reference:
+            writer.copy_track(src, tid)
+            continue
+        leveled, gains = level_song(src.load_track(tid), np.random.default_rng([p.seed, reference[tid], 3]), cfg)
+        writer.add_track(tid, "reference", leveled, {**src.meta(tid), **gains})
     train = src.track_ids("train")
     truth = []
     for i, plan in enumerate(plan_defects(train, p.preset, p.seed, cfg["label_noise"]["kinds"])):
