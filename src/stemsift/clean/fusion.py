@@ -221,7 +221,7 @@ class FusionCleaner(Cleaner):
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst", "calibration": "training"}
+    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "mean", "calibration": "both"}
 
 
 @register
