@@ -128,11 +128,16 @@ def test_loss_cleaner_ranks_the_swapped_stems_lowest(world):
     assert songs[SWAPPED] < songs.drop(SWAPPED).min()  # strictly: constant scores tie, and ties put train-00 first
 
 
-@pytest.mark.parametrize("fusion", ["max_z", "rank_mean"])
-def test_blind_fusion_finds_what_either_part_finds(world, fusion):
-    table = scored(world, "blind", components=["fad", "leak"], fusion=fusion)
+@pytest.mark.parametrize("fusion, calibration, song", [("max_z", "training", "worst"), ("rank_mean", "training", "worst"),
+                                                       ("max_z", "both", "mean")])
+def test_blind_fusion_finds_what_either_part_finds(world, fusion, calibration, song):
+    table = scored(world, "blind", components=["fad", "leak"], fusion=fusion, calibration=calibration, song=song)
     songs = table.groupby("track_id").song_score.first()
-    assert songs[[SWAPPED, BLED, MERGED]].max() < songs.drop([SWAPPED, BLED, MERGED]).min(), songs.sort_values()
+    if calibration == "training":
+        assert songs[[SWAPPED, BLED, MERGED]].max() < songs.drop([SWAPPED, BLED, MERGED]).min(), songs.sort_values()
+    else:  # p-values against a 3-song reference, song = mean: the swap and the bleed lowest, the merge (one stem) low
+        assert set(songs.nsmallest(2).index) == {SWAPPED, BLED} and songs.rank()[MERGED] <= 5, songs.sort_values()
+        assert songs.between(0, 1).all()
 
 
 def test_every_cleaner_keeps_the_sign_convention_higher_is_keep(world):
@@ -213,7 +218,7 @@ def test_fusion_reads_probability_components_as_log_odds():
     view = StemView(train=train, reference=train.iloc[:0], load_audio=lambda t, lb: np.zeros((1, 1)))
     view.scores = {"fad": train.assign(score=linear, song_score=linear),
                    "degrade": train.assign(score=p, song_score=p)}
-    fused = get_cleaner("blind", {"components": ["fad", "degrade"]}).score(view).set_index("track_id").score
+    fused = get_cleaner("blind", {"components": ["fad", "degrade"], "calibration": "training"}).score(view).set_index("track_id").score
     assert fused.idxmin() == "train-03"
     raw = fuse(pd.DataFrame({"fad": linear, "degrade": p}, index=songs), "max_z")
     assert raw.idxmin() == "train-05"  # the raw reading this guards against

@@ -135,7 +135,7 @@ def component_tables(songs: int = 30) -> tuple[pd.DataFrame, dict[str, pd.DataFr
 def fused_songs(song: str) -> pd.Series:
     train, tables = component_tables()
     view = StemView(train=train, reference=train.iloc[:0], load_audio=None, scores=tables)
-    table = get_cleaner("blind", {"components": ["a", "b"], "song": song}).score(view)
+    table = get_cleaner("blind", {"components": ["a", "b"], "song": song, "calibration": "training"}).score(view)
     return table.groupby("track_id").song_score.first(), table
 
 
@@ -158,7 +158,7 @@ def test_hybrid_song_from_stems_uses_the_fused_blind_stem_scores():
     """hybrid's component `blind` is itself a fusion: its fused stem z-scores enter hybrid's per-label z."""
     train, tables = component_tables()
     view = StemView(train=train, reference=train.iloc[:0], load_audio=None, scores=dict(tables))
-    view.scores["blind"] = get_cleaner("blind", {"components": ["a", "b"]}).score(view)
+    view.scores["blind"] = get_cleaner("blind", {"components": ["a", "b"], "calibration": "training"}).score(view)
     view.scores["mlp"] = train.assign(score=0.0, song_score=0.0)  # a specialist with no opinion
     view.scores["mlp"]["score"] = np.random.default_rng(9).normal(size=len(train))
     hybrid = get_cleaner("hybrid").score(view)

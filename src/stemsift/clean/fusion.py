@@ -135,12 +135,15 @@ class FusionCleaner(Cleaner):
     # ------------------------------------------------------------------ calibration: reference
 
     def _nulls(self, view: StemView) -> dict[str, pd.DataFrame]:
+        """Each component's clean null (log-odds for probabilities); one without (too few reference stems to score
+        any out of sample, or a cleaner that keeps none) is read against the training stems, with a warning."""
         out = {}
         for c in self.components():
             null = view.nulls.get(c)
             if null is None or len(null) < 2:
-                raise CleanerError(f"{self.name}.calibration: reference needs {c!r} to score the reference split out of "
-                                   f"sample, and it has no clean null (use calibration: training)")
+                print(f"{self.name}: warning: calibration {self.options['calibration']}: {c!r} has no clean null "
+                      f"(too few reference stems, or it keeps none); its stems are read against the training stems")
+                continue
             null = null.copy()
             if getattr(REGISTRY.get(c), "probability", False):
                 null["score"] = log_odds(null.score)
@@ -184,13 +187,17 @@ class FusionCleaner(Cleaner):
         train = {c: t.rename(columns={c: "score"}) for c, t in train.items()}
 
         def p_of(c, scores, labels, skip_song=None):
+            if c not in nulls:
+                return self._p(scores, labels, train[c])
             p = self._p(scores, labels, nulls[c], skip_song)
             return np.maximum(p, self._p(scores, labels, train[c])) if both else p
 
         p = pd.DataFrame({c: p_of(c, stems[c], labels) for c in stems.columns}, index=stems.index)
         fused = self._fused(p)
         # the reference songs' own statistic, each song against the null without it: the song-level null
-        ref_keys = sorted(set.intersection(*[set(zip(n.track_id, n.label)) for n in nulls.values()]))
+        # (only when every component has one: a song statistic over fewer components would not be the same statistic)
+        ref_keys = sorted(set.intersection(*[set(zip(n.track_id, n.label)) for n in nulls.values()])) \
+            if len(nulls) == len(self.components()) else []
         ref_songs = []
         for song in sorted({t for t, _ in ref_keys}):
             rows = pd.MultiIndex.from_tuples([k for k in ref_keys if k[0] == song], names=["track_id", "label"])
