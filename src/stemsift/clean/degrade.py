@@ -290,8 +290,8 @@ class DegradeCleaner(Cleaner):
         held = np.array_split(np.random.default_rng(self.seed).permutation(names), folds)
         parts = []
         for out in held:
-            rows = ref[ref.track_id.isin(out)]
-            model = self._fit(X[~np.isin(songs, out)], y[~np.isin(songs, out)])
+            rows, fit_on = ref[ref.track_id.isin(out)], ~np.isin(songs, out)
+            model = self._fit(X[fit_on], y[fit_on])
             parts.append(rows[["track_id", "label"]].assign(score=self._stem_scores(model, view, rows)))
         null = pd.concat(parts, ignore_index=True).dropna()
         return null if len(null) else None

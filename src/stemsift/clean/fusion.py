@@ -15,9 +15,9 @@ The song score (option `song`):
 stems scored out of sample, e.g. `fad` leave-one-out, `leak` leave-one-song-out, `degrade` K-fold cross-fitting): a
 stem's score becomes a smoothed conformal p-value per label (Vovk et al. 2005; split-conformal outlier p-values,
 Bates et al. Ann. Stat. 2023): #{null <= s} / (n + 1), interpolated between the null's order statistics and ranked
-beyond them by the null's Gaussian tail (`conformal_p`), so a component with no
-signal in this collection gives uniform p-values, and a component whose clean scores are heavy-tailed alarms less
-(its null's spread, not the training stems', sets the scale). max_z then takes the smallest p with Sidak's correction
+beyond them by the null's Gaussian tail (`conformal_p`), so a component with no signal in this collection gives
+uniform p-values, and a component whose clean scores are heavy-tailed alarms less (its null's spread, not the
+training stems', sets the scale). max_z then takes the smallest p with Sidak's correction
 for the m components, 1 - (1 - min p)^m (rank_mean: the mean p); worst takes the song's smallest stem p with Sidak's
 correction for its stems, mean the mean; and the song statistic is calibrated once more against the same statistic of
 the reference songs (each scored against the null without its own song), so song scores are p-values that are
@@ -63,6 +63,11 @@ def conformal_p(scores, null) -> np.ndarray:
 def sidak(p, m) -> np.ndarray:
     """Sidak's correction of the smallest of m p-values: 1 - (1 - p)^m (log1p: exact for tiny p)."""
     return -np.expm1(np.asarray(m, dtype=np.float64) * np.log1p(-np.clip(np.asarray(p, dtype=np.float64), 0, 1 - 1e-16)))
+
+
+def is_probability(name: str) -> bool:
+    """A component whose stem scores are probabilities (fusion reads them as log-odds)."""
+    return bool(getattr(REGISTRY.get(name), "probability", False))
 
 
 def log_odds(p: pd.Series, eps: float = 1e-4) -> pd.Series:
@@ -112,6 +117,9 @@ class FusionCleaner(Cleaner):
                              index=keys)
         if stems.isna().any().any():
             raise CleanerError(f"{self.name}: a component did not score every training stem")
+        for c in stems.columns:
+            if is_probability(c):
+                stems[c] = log_odds(stems[c])
         return stems
 
     def score_stems(self, view: StemView) -> np.ndarray:
@@ -120,15 +128,12 @@ class FusionCleaner(Cleaner):
         stems = self._stem_columns(view, tables, keys)
         if self.options["calibration"] != "training":
             return self._reference_scores(view, stems)
-        for c in stems.columns:
-            if getattr(REGISTRY.get(c), "probability", False):
-                stems[c] = log_odds(stems[c])
         labels = keys.get_level_values("label")
         fused = pd.concat([fuse(part, self.options["fusion"]) for _, part in stems.groupby(labels)])
         self._songs = pd.DataFrame({c: t.groupby(level="track_id").song_score.first()
                                     for c, t in zip(self.components(), tables)})
         for c in self._songs.columns:
-            if getattr(REGISTRY.get(c), "probability", False) and self._songs[c].between(0, 1).all():
+            if is_probability(c) and self._songs[c].between(0, 1).all():
                 self._songs[c] = log_odds(self._songs[c])
         return fused.reindex(keys).to_numpy()
 
@@ -145,7 +150,7 @@ class FusionCleaner(Cleaner):
                       f"(too few reference stems, or it keeps none); its stems are read against the training stems")
                 continue
             null = null.copy()
-            if getattr(REGISTRY.get(c), "probability", False):
+            if is_probability(c):
                 null["score"] = log_odds(null.score)
             out[c] = null
         return out
@@ -178,9 +183,6 @@ class FusionCleaner(Cleaner):
 
     def _reference_scores(self, view: StemView, stems: pd.DataFrame) -> np.ndarray:
         nulls = self._nulls(view)
-        for c in stems.columns:
-            if getattr(REGISTRY.get(c), "probability", False):
-                stems[c] = log_odds(stems[c])
         labels = stems.index.get_level_values("label")
         both = self.options["calibration"] == "both"
         train = {c: stems[c].reset_index() for c in stems.columns}  # the training stems as a second null ("both")
