@@ -33,7 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("label_noise", "bleeding", "effects")
 BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data is built from
 
-# name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks)
+# name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks). A name without
+# "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
+REF = {"degrade": {"positives": "reference"}}
+COLLECTION = {"degrade": {"positives": "collection"}}
+
+
+def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:
+    return "blind", {"blind": {"components": components, "song": song, "calibration": calibration, **more}, **degrade}
+
+
+FLD, LD, FD, FL = ["fad", "leak", "degrade"], ["leak", "degrade"], ["fad", "degrade"], ["fad", "leak"]
 VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "level": ("level", {}),
@@ -43,39 +53,40 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
     "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
     "degrade": ("degrade", {}),
+    "degrade, reference positives": ("degrade", REF),
     "mlp": ("mlp", {}),
     "blind": ("blind", {}),
-    "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": ["fad", "leak"], "song": "components",
+    "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
                                                                  "calibration": "training"},
                                                        "leak": {"calibration": "none"}}),
-    "blind fad+leak, worst stem": ("blind", {"blind": {"components": ["fad", "leak"], "song": "worst", "calibration": "training"}}),
-    "blind fad+leak+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst",
-                                                               "calibration": "training"}}),
-    "blind fad+leak+degrade, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "mean",
-                                                         "calibration": "training"}}),
-    "blind fad+degrade, worst stem": ("blind", {"blind": {"components": ["fad", "degrade"], "song": "worst", "calibration": "training"}}),
-    "blind leak+degrade, worst stem": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "worst", "calibration": "training"}}),
-    "blind leak+degrade, mean": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "mean", "calibration": "training"}}),
-    "blind fad+leak+degrade, rank_mean, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"],
-                                                                    "fusion": "rank_mean", "song": "mean", "calibration": "training"}}),
-    "blind fad+leak+degrade, song fusion": ("blind", {"blind": {"components": ["fad", "leak", "degrade"],
-                                                                "song": "components", "calibration": "training"}}),
-    "blind reference-null": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst",
-                                                 "calibration": "reference"}}),
-    "blind reference-null, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "mean",
-                                                       "calibration": "reference"}}),
-    "blind reference-null, rank_mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst",
-                                                            "calibration": "reference", "fusion": "rank_mean"}}),
-    "blind fad+degrade, reference-null": ("blind", {"blind": {"components": ["fad", "degrade"], "song": "worst",
-                                                              "calibration": "reference"}}),
-    "blind leak+degrade, reference-null": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "worst",
-                                                               "calibration": "reference"}}),
-    "blind both-null": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst", "calibration": "both"}}),
-    "blind both-null, mean": ("blind", {"blind": {"components": ["fad", "leak", "degrade"], "song": "mean", "calibration": "both"}}),
-    "blind leak+degrade, both-null": ("blind", {"blind": {"components": ["leak", "degrade"], "song": "worst", "calibration": "both"}}),
+    "blind fad+leak, worst stem": _blind(FL, "worst", "training"),
+    "blind fad+leak+degrade, worst stem": _blind(FLD, "worst", "training"),
+    "blind fad+leak+degrade, mean": _blind(FLD, "mean", "training"),
+    "blind fad+degrade, worst stem": _blind(FD, "worst", "training"),
+    "blind leak+degrade, worst stem": _blind(LD, "worst", "training"),
+    "blind leak+degrade, mean": _blind(LD, "mean", "training"),
+    "blind fad+leak+degrade, rank_mean, mean": _blind(FLD, "mean", "training", fusion="rank_mean"),
+    "blind fad+leak+degrade, song fusion": _blind(FLD, "components", "training"),
+    "blind reference-null": _blind(FLD, "worst", "reference"),
+    "blind reference-null, mean": _blind(FLD, "mean", "reference"),
+    "blind reference-null, rank_mean": _blind(FLD, "worst", "reference", fusion="rank_mean"),
+    "blind fad+degrade, reference-null": _blind(FD, "worst", "reference"),
+    "blind leak+degrade, reference-null": _blind(LD, "worst", "reference"),
+    "blind both-null": _blind(FLD, "worst", "both"),
+    "blind both-null, mean (previous default)": _blind(FLD, "mean", "both"),
+    "blind leak+degrade, both-null": _blind(LD, "worst", "both"),
+    "blind collection, both-null, mean": _blind(FLD, "mean", "both", COLLECTION),
+    "blind collection, reference-null": _blind(FLD, "worst", "reference", COLLECTION),
+    "blind collection, training": _blind(FLD, "worst", "training", COLLECTION),
+    "blind leak+degrade collection, reference-null": _blind(LD, "worst", "reference", COLLECTION),
+    "blind leak+degrade collection, reference-null, mean": _blind(LD, "mean", "reference", COLLECTION),
+    "blind leak+degrade collection, both-null": _blind(LD, "worst", "both", COLLECTION),
+    "blind leak+degrade collection, training": _blind(LD, "worst", "training", COLLECTION),
+    "blind fad+degrade collection, training": _blind(FD, "worst", "training", COLLECTION),
+    "blind fad+degrade collection, reference-null": _blind(FD, "worst", "reference", COLLECTION),
     "hybrid": ("hybrid", {}),
-    "hybrid (blind before)": ("hybrid", {"blind": {"components": ["fad", "leak", "degrade"], "song": "worst",
-                                                   "calibration": "training"}}),
+    "hybrid (previous blind)": ("hybrid", {"blind": {"components": FLD, "song": "mean", "calibration": "both"}, **REF}),
+    "hybrid (blind before)": ("hybrid", {"blind": {"components": FLD, "song": "worst", "calibration": "training"}, **REF}),
 }
 
 
@@ -249,12 +260,36 @@ def ratio_errors(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
     return table.sort_values("worst tuning world")
 
 
-def markdown(table: pd.DataFrame) -> str:
+def choose(results: pd.DataFrame, held_out: str, among=None) -> tuple[str, list[str]]:
+    """The documented rule over the ``among`` variants (default: every blind variant): the best worst-tuning-world
+    mean; variants within that world's draw-to-draw std (ddof=1) of it are tied; the tie goes to the highest mean
+    over the tuning worlds. Returns the choice and the tied set."""
+    ok = results[results.song_auc.notna() & (results.world != held_out)]
+    ok = ok[ok.variant.isin(among if among is not None else [v for v in ok.variant.unique() if v.startswith("blind")])]
+    means = ok.groupby(["variant", "world"]).song_auc.mean().unstack("world")
+    worst = means.min(axis=1)
+    best = worst.idxmax()
+    spread = ok[(ok.variant == best) & (ok.world == means.loc[best].idxmin())].song_auc.std(ddof=1)
+    tied = worst[worst >= worst[best] - spread].index
+    order = means.loc[tied].mean(axis=1).sort_values(ascending=False)
+    return order.index[0], list(order.index)
+
+
+def paired(results: pd.DataFrame, a: str, b: str, held_out: str) -> pd.DataFrame:
+    """Per world: Δ song AUC of variant ``a`` minus ``b`` on the same draws, mean ± std (ddof=1), min, max."""
+    wide = results.pivot_table(index=["world", "draw"], columns="variant", values="song_auc")
+    d = (wide[a] - wide[b]).dropna().groupby(level="world")
+    table = pd.DataFrame({"Δ mean": d.mean().round(3), "std": d.std(ddof=1).round(3), "min": d.min().round(3),
+                          "max": d.max().round(3), "draws": d.count()})
+    return table.loc[[w for w in table.index if w != held_out] + [w for w in table.index if w == held_out]]
+
+
+def markdown(table: pd.DataFrame, first: str = "variant") -> str:
     """The summary as a Markdown table (docs/worlds.md)."""
     cols = list(table.columns)
-    lines = ["| variant | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {v} | " + " | ".join("—" if pd.isna(x) else str(x) for x in row) + " |"
-              for v, row in table.iterrows()]
+    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {row[0]} | " + " | ".join("—" if pd.isna(x) else str(x) for x in row[1:]) + " |"
+              for row in table.itertuples()]
     return "\n".join(lines)
 
 
@@ -307,8 +342,15 @@ def main() -> None:
     os.replace(tmp, out)
     results.to_csv(out.with_suffix(".csv"), index=False)
     errors = ratio_errors(results, cfg["held_out"])
-    out.with_suffix(".md").write_text(markdown(table) + "\n\nAutomatic ratio, mean over draws of |r - true clean share|:"
-                                      "\n\n" + markdown(errors) + "\n")
+    text = markdown(table) + "\n\nAutomatic ratio, mean over draws of |r - true clean share|:\n\n" + markdown(errors) + "\n"
+    if results.variant.str.startswith("blind").any():
+        chosen, tied = choose(results, cfg["held_out"])
+        text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"
+        previous = "blind both-null, mean (previous default)"
+        if {"blind", previous} <= set(results.variant):
+            text += f"\nPaired by draw, blind minus {previous}:\n\n" + markdown(paired(results, "blind", previous, cfg["held_out"]), "world") + "\n"
+        print(text[text.index("\nThe rule's choice"):])
+    out.with_suffix(".md").write_text(text)
 
 
 if __name__ == "__main__":

@@ -119,9 +119,11 @@ def test_plan_counts_blend(n):
 
 def test_plan_label_noise_kinds_from_config():
     ids = [f"t{i}" for i in range(24)]
-    for preset in ("mixed", "mixed25", "blend"):
+    for preset in ("mixed", "mixed25", "labels", "blend"):
         kinds = {p.kind for p in plan_defects(ids, preset, 0, ["foreign"]) if p.defect == "label_noise"}
         assert kinds == {"foreign"}
+    labels = Counter((p.defect, p.kind) for p in plan_defects(ids, "labels", 0))  # label noise alone, kinds even
+    assert labels == {("clean", ""): 12, ("label_noise", "swap"): 4, ("label_noise", "merge"): 4, ("label_noise", "foreign"): 4}
     two = Counter(p.kind for p in plan_defects(ids, "mixed", 0, ["swap", "merge"]) if p.defect == "label_noise")
     assert two == {"swap": 3, "merge": 3}
     for bad in ([], ["swap", "swap"], ["rename"], "swap"):

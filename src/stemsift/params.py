@@ -165,7 +165,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class ContaminateParams:
-    preset: str = "mixed"  # mixed | mixed25 | effects | blend | none
+    preset: str = "mixed"  # mixed | mixed25 | effects | labels | blend | harm | none
     seed: int = 0
     out: str = "data/contaminated"
     label_noise: dict = field(default_factory=dict)

@@ -8,6 +8,13 @@ brought to unit RMS: the simulator level-matches processed stems, so absolute le
 P(unprocessed); a stem's score is that probability averaged over evenly spread segments, a song's its worst
 stem (``song: min``) or the mean. ``exclude`` leaves processing families or single members out of training, so
 detection of an effect never shown (near / strict held-out) can be measured.
+
+``positives: collection`` also learns from the collection's own training stems, unlabelled but mostly clean (a
+detector trained on contaminated normal data, as in anomaly detection without clean labels): each joins the positives
+with ``collection_segments`` segments and their processed copies, so "unprocessed" covers the instruments and textures
+of this collection, not only of its small reference split. Cross-fitting keeps every score out of sample: the songs
+(reference and training) fall in ``null_folds`` folds, and the model fitted without a fold scores that fold's training
+stems and, as the clean null, its reference stems.
 """
 from __future__ import annotations
 
@@ -200,7 +207,8 @@ class DegradeCleaner(Cleaner):
     needs = ("audio",)
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
                 "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 0.06,
-                "max_features": 0.15, "song": "min", "null_folds": 4}
+                "max_features": 0.15, "song": "min", "null_folds": 4, "positives": "reference", "collection_segments": 8}
+    POSITIVES = ("reference", "collection")
 
     def _check(self) -> dict:
         o = self.options
@@ -214,7 +222,12 @@ class DegradeCleaner(Cleaner):
             raise CleanerError(f"cleaners.degrade.song: {o['song']!r} is not one of min, mean")
         if not isinstance(o["null_folds"], int) or isinstance(o["null_folds"], bool) or o["null_folds"] < 0:
             raise CleanerError(f"cleaners.degrade.null_folds: expected 0 (no null) or a number of folds, got {o['null_folds']!r}")
-        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations"):
+        if o["positives"] not in self.POSITIVES:
+            raise CleanerError(f"cleaners.degrade.positives: {o['positives']!r} is not one of {', '.join(self.POSITIVES)}")
+        if o["positives"] == "collection" and o["null_folds"] < 2:
+            raise CleanerError(f"cleaners.degrade.null_folds: positives: collection cross-fits over song folds and needs "
+                               f"2 or more, got {o['null_folds']!r}")
+        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations", "collection_segments"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise CleanerError(f"cleaners.degrade.{key}: expected a positive integer, got {o[key]!r}")
         for key in ("min_leaf", "max_features"):
@@ -231,25 +244,36 @@ class DegradeCleaner(Cleaner):
 
     def _examples(self, view: StemView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training rows from the reference stems: features, y (1 = as it is), and the song each row came from."""
-        allowed = self._check()
-        o, sr = self.options, int(view.sample_rate)
         ref = view.reference
+        self.chains = []
         if not len(ref):
             raise CleanerError("degrade: the reference split is empty (nothing clean to learn from)")
-        seeds = np.random.SeedSequence(self.seed).spawn(len(ref))
-        items = ((view.load_audio(t, lb), lb, int(s.generate_state(1)[0])) for t, lb, s in zip(ref.track_id, ref.label, seeds))
-        fn = partial(reference_examples, sr=sr, seg_s=float(o["segment_s"]), segments=o["segments"], copies=o["copies"],
+        X, y, stem = self._stem_examples(view, ref, self.options["segments"], np.random.SeedSequence(self.seed))
+        if not len(X):
+            raise CleanerError("degrade: every reference stem is silent (nothing clean to learn from)")
+        return X, y, ref.track_id.to_numpy()[stem]
+
+    def _stem_examples(self, view: StemView, rows: pd.DataFrame, segments: int, seeds: np.random.SeedSequence
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, y (1 = as it is) and the row (position in ``rows``) of each example drawn from ``rows``' stems;
+        ``self.chains`` gets every chain drawn."""
+        allowed = self._check()
+        o, sr = self.options, int(view.sample_rate)
+        items = ((view.load_audio(t, lb), lb, int(s.generate_state(1)[0]))
+                 for t, lb, s in zip(rows.track_id, rows.label, seeds.spawn(len(rows))))
+        fn = partial(reference_examples, sr=sr, seg_s=float(o["segment_s"]), segments=segments, copies=o["copies"],
                      allowed=allowed, max_chain=o["max_chain"], n_mels=o["n_mels"])
-        X, y, songs, self.chains = [], [], [], []
-        for tid, lb, (f, t, chains) in zip(ref.track_id, ref.label, view.map(fn, items)):
+        X, y, stem = [], [], []
+        self.chains = getattr(self, "chains", [])
+        for i, (lb, (f, t, chains)) in enumerate(zip(rows.label, view.map(fn, items))):
             if len(t):
                 X.append(np.hstack([f, _label_columns([lb] * len(t), len(t))]) if o["label_feature"] else f)
                 y.append(t)
-                songs += [tid] * len(t)
+                stem += [i] * len(t)
                 self.chains += chains
         if not X:
-            raise CleanerError("degrade: every reference stem is silent (nothing clean to learn from)")
-        return np.concatenate(X), np.concatenate(y), np.array(songs)
+            return np.zeros((0, 0)), np.zeros(0), np.zeros(0, dtype=int)
+        return np.concatenate(X), np.concatenate(y), np.array(stem)
 
     def _fit(self, X: np.ndarray, y: np.ndarray):
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -296,14 +320,39 @@ class DegradeCleaner(Cleaner):
         null = pd.concat(parts, ignore_index=True).dropna()
         return null if len(null) else None
 
+    def _score_collection(self, view: StemView) -> np.ndarray:
+        """``positives: collection``: reference and training stems as positives, cross-fitted over song folds."""
+        o = self.options
+        ref, train = view.reference.reset_index(drop=True), view.train.reset_index(drop=True)
+        Xr, yr, songs_r = self._examples(view)
+        Xt, yt, rt = self._stem_examples(view, train, o["collection_segments"], np.random.SeedSequence(self.seed + 1))
+        songs = np.unique(np.concatenate([ref.track_id.unique(), train.track_id.unique()]))
+        fold_of = dict(zip(np.random.default_rng(self.seed).permutation(songs), np.arange(len(songs)) % o["null_folds"]))
+        fr, ft = ref.track_id.map(fold_of).to_numpy(), train.track_id.map(fold_of).to_numpy()
+        example_fold_r = np.array([fold_of[t] for t in songs_r])
+        scores, null = np.full(len(train), np.nan), np.full(len(ref), np.nan)
+        for k in range(o["null_folds"]):
+            fit_r, fit_t = example_fold_r != k, ft[rt] != k
+            X = np.vstack([Xr[fit_r]] + ([Xt[fit_t]] if fit_t.any() else []))
+            model = self._fit(X, np.concatenate([yr[fit_r], yt[fit_t]]))
+            scores[ft == k] = self._stem_scores(model, view, train[ft == k])
+            null[fr == k] = self._stem_scores(model, view, ref[fr == k])
+        held = ref[["track_id", "label"]].assign(score=null).dropna()
+        self.null = held if len(held) else None
+        return scores
+
     def score_stems(self, view: StemView) -> np.ndarray:
         t0 = time.perf_counter()
-        X, y, songs = self._examples(view)
-        model = self._fit(X, y)
-        self.train_seconds = time.perf_counter() - t0
-        scores = self._stem_scores(model, view, view.train)
+        if self.options["positives"] == "collection":
+            scores = self._score_collection(view)  # the fits and the scoring interleave: train_seconds holds both
+            self.train_seconds = time.perf_counter() - t0
+        else:
+            X, y, songs = self._examples(view)
+            model = self._fit(X, y)
+            self.train_seconds = time.perf_counter() - t0
+            scores = self._stem_scores(model, view, view.train)
+            self.null = self._null(view, X, y, songs)
         scores[np.isnan(scores)] = np.nanmedian(scores) if np.isfinite(scores).any() else 0.5  # silent: no evidence
-        self.null = self._null(view, X, y, songs)
         return scores
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:

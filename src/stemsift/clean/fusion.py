@@ -230,7 +230,7 @@ class FusionCleaner(Cleaner):
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "mean", "calibration": "both"}
+    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst", "calibration": "training"}
 
 
 @register

@@ -45,6 +45,7 @@ PRESETS: dict[str, str] = {
     "mixed": "1/2 clean, 1/4 label_noise (its kinds split evenly), 1/4 bleeding (the paper's Mixed23 100/50/50)",
     "effects": "1/2 clean, 1/2 effects split evenly into distortion / reverb / lowpass (EffectsDB)",
     "mixed25": "3/4 clean, 1/8 label_noise (its kinds split evenly), 1/8 bleeding (mixed at a quarter defective)",
+    "labels": "1/2 clean, 1/2 label_noise (its kinds split evenly): label noise alone, no bleeding to mask it",
     "blend": "1/2 clean, 1/6 label_noise (its kinds split evenly), 1/6 bleeding, 1/6 effects (distortion / reverb / "
              "lowpass split evenly): every family at once",
     "harm": "1/8 of the songs per kind (each label_noise kind, bleeding, distortion, reverb, lowpass), the rest clean: "
@@ -110,7 +111,7 @@ def plan_defects(track_ids: list[str], preset: str, seed: int,
 
     mixed: n_clean = n - 2*(n//4), label_noise = bleeding = n//4; mixed25: the same with n//8 each (a quarter of
     the songs defective); blend: label_noise = bleeding = effects = n//6, n_clean = n - 3*(n//6);
-    effects: n_clean = n - n//2, n//2 effects. Label noise is split evenly over ``label_noise_kinds``, effects
+    effects: n_clean = n - n//2, n//2 effects; labels: the same with n//2 label noise. Label noise is split evenly over ``label_noise_kinds``, effects
     over distortion/reverb/lowpass; harm: n//8 songs per kind (every label-noise kind, bleeding, every effect),
     the rest clean; none: all clean. Which songs get what is shuffled by ``seed``.
     """
@@ -128,6 +129,9 @@ def plan_defects(track_ids: list[str], preset: str, seed: int,
         slots = ([("clean", "")] * (n - 2 * q)
                  + [("label_noise", k) for k in _split_evenly(ln_kinds, q, rng)]
                  + [("bleeding", "bleeding")] * q)
+    elif preset == "labels":
+        h = n // 2
+        slots = [("clean", "")] * (n - h) + [("label_noise", k) for k in _split_evenly(ln_kinds, h, rng)]
     elif preset == "blend":
         s = n // 6
         slots = ([("clean", "")] * (n - 3 * s)
