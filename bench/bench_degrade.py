@@ -135,11 +135,14 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS) + list(EXTRA))
     ap.add_argument("--options", default="{}", help="JSON overrides of cleaners.degrade (e.g. '{\"copies\": 4}')")
     ap.add_argument("--json", nargs="?", const="metrics/bench/degrade.json", help="write the table (default path %(const)s)")
+    ap.add_argument("--positives", default="reference", choices=["reference", "collection"],
+                    help="degrade.positives: reference (the table in docs/cleaners.md: nothing of the collection's own "
+                         "effect stems is ever a positive) or collection (the default of params.yaml)")
     a = ap.parse_args()
     params = world_params(a)
     folder = Path(a.world) / f"seed{a.seed}-{a.train}-{a.reference}-{a.duration:g}s"
     build(params, folder)
-    options = {**(params.get("cleaners", {}).get("degrade") or {}), **json.loads(a.options)}
+    options = {**(params.get("cleaners", {}).get("degrade") or {}), "positives": a.positives, **json.loads(a.options)}
     results = {name: run_config(name, folder, options, int(params["score"]["seed"])) for name in a.configs}
     if not set(CONFIGS) <= set(results):
         return
