@@ -62,18 +62,28 @@ def process(x: np.ndarray, kind: str) -> np.ndarray:
     return (y * np.sqrt(np.mean(x ** 2) / np.mean(y ** 2))).astype(np.float32)  # level-matched, as the simulator does
 
 
+def with_reference(tmp_path_factory, name: str) -> StemSetWriter:
+    """A stem set writer holding 6 clean reference songs."""
+    w = StemSetWriter(tmp_path_factory.mktemp(name), SR, 1)
+    for i in range(6):
+        w.add_track(f"ref-{i}", "reference", song(100 + i))
+    return w
+
+
+def melodic_processed(s: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
+    return {lb: process(x, kind) if lb != "drums" else x for lb, x in s.items()}
+
+
 @pytest.fixture(scope="module")
 def view(tmp_path_factory):
     """6 reference songs; 4 training songs, each also as a copy with its melodic stems reverberated and one with
     them low-passed."""
-    w = StemSetWriter(tmp_path_factory.mktemp("degrade"), SR, 1)
-    for i in range(6):
-        w.add_track(f"ref-{i}", "reference", song(100 + i))
+    w = with_reference(tmp_path_factory, "degrade")
     for i in range(4):
         s = song(i)
         w.add_track(f"clean-{i}", "train", s)
         for kind in ("reverb", "lowpass"):
-            w.add_track(f"{kind}-{i}", "train", {lb: process(x, kind) if lb != "drums" else x for lb, x in s.items()})
+            w.add_track(f"{kind}-{i}", "train", melodic_processed(s, kind))
     return StemView.of(w.close())
 
 
@@ -160,14 +170,12 @@ def pad_song(seed: int) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def pad_view(tmp_path_factory):
     """The 6 reference songs of `view`; 8 clean training songs with the pad, 4 of them also reverberated."""
-    w = StemSetWriter(tmp_path_factory.mktemp("degrade-pad"), SR, 1)
-    for i in range(6):
-        w.add_track(f"ref-{i}", "reference", song(100 + i))
+    w = with_reference(tmp_path_factory, "degrade-pad")
     for i in range(8):
         s = pad_song(i)
         w.add_track(f"clean-{i}", "train", s)
         if i < 4:
-            w.add_track(f"reverb-{i}", "train", {lb: process(x, "reverb") if lb != "drums" else x for lb, x in s.items()})
+            w.add_track(f"reverb-{i}", "train", melodic_processed(s, "reverb"))
     return StemView.of(w.close())
 
 
