@@ -256,7 +256,7 @@ class DegradeCleaner(Cleaner):
     def _stem_examples(self, view: StemView, rows: pd.DataFrame, segments: int, seeds: np.random.SeedSequence
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, y (1 = as it is) and the row (position in ``rows``) of each example drawn from ``rows``' stems;
-        ``self.chains`` gets every chain drawn."""
+        every chain drawn is added to ``self.chains`` (started by ``_examples``, which always runs first)."""
         allowed = self._check()
         o, sr = self.options, int(view.sample_rate)
         items = ((view.load_audio(t, lb), lb, int(s.generate_state(1)[0]))
@@ -264,7 +264,6 @@ class DegradeCleaner(Cleaner):
         fn = partial(reference_examples, sr=sr, seg_s=float(o["segment_s"]), segments=segments, copies=o["copies"],
                      allowed=allowed, max_chain=o["max_chain"], n_mels=o["n_mels"])
         X, y, stem = [], [], []
-        self.chains = getattr(self, "chains", [])
         for i, (lb, (f, t, chains)) in enumerate(zip(rows.label, view.map(fn, items))):
             if len(t):
                 X.append(np.hstack([f, _label_columns([lb] * len(t), len(t))]) if o["label_feature"] else f)

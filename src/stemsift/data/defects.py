@@ -111,8 +111,8 @@ def plan_defects(track_ids: list[str], preset: str, seed: int,
 
     mixed: n_clean = n - 2*(n//4), label_noise = bleeding = n//4; mixed25: the same with n//8 each (a quarter of
     the songs defective); blend: label_noise = bleeding = effects = n//6, n_clean = n - 3*(n//6);
-    effects: n_clean = n - n//2, n//2 effects; labels: the same with n//2 label noise. Label noise is split evenly over ``label_noise_kinds``, effects
-    over distortion/reverb/lowpass; harm: n//8 songs per kind (every label-noise kind, bleeding, every effect),
+    effects: n_clean = n - n//2, n//2 effects; labels: the same with n//2 label noise. Label noise is split evenly
+    over ``label_noise_kinds``, effects over distortion/reverb/lowpass; harm: n//8 songs per kind (every label-noise kind, bleeding, every effect),
     the rest clean; none: all clean. Which songs get what is shuffled by ``seed``.
     """
     if preset not in PRESETS:
