@@ -36,7 +36,8 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 # name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks). A name without
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
 REF = {"degrade": {"positives": "reference"}}
-COLLECTION = {"degrade": {"positives": "collection"}}
+COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}}
+TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}}  # SRR-style refined positives
 
 
 def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:
@@ -54,6 +55,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
     "degrade": ("degrade", {}),
     "degrade, reference positives": ("degrade", REF),
+    "degrade, collection": ("degrade", COLLECTION),
+    "degrade, collection trimmed": ("degrade", TRIMMED),
     "mlp": ("mlp", {}),
     "blind": ("blind", {}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
@@ -78,6 +81,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind collection, both-null, mean": _blind(FLD, "mean", "both", COLLECTION),
     "blind collection, reference-null": _blind(FLD, "worst", "reference", COLLECTION),
     "blind collection, training": _blind(FLD, "worst", "training", COLLECTION),
+    "blind collection trimmed, training": _blind(FLD, "worst", "training", TRIMMED),
+    "blind collection trimmed, reference-null": _blind(FLD, "worst", "reference", TRIMMED),
     "blind leak+degrade collection, reference-null": _blind(LD, "worst", "reference", COLLECTION),
     "blind leak+degrade collection, reference-null, mean": _blind(LD, "mean", "reference", COLLECTION),
     "blind leak+degrade collection, both-null": _blind(LD, "worst", "both", COLLECTION),
@@ -346,7 +351,7 @@ def main() -> None:
     if results.variant.str.startswith("blind").any():
         chosen, tied = choose(results, cfg["held_out"])
         text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"
-        previous = "blind both-null, mean (previous default)"
+        previous = "blind collection, training"  # the default before trimmed positives
         if {"blind", previous} <= set(results.variant):
             text += f"\nPaired by draw, blind minus {previous}:\n\n" + markdown(paired(results, "blind", previous, cfg["held_out"]), "world") + "\n"
         print(text[text.index("\nThe rule's choice"):])

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from stemsift.clean import CleanerError, StemView, get_cleaner
+from stemsift.clean.degrade import sample_songs, trimmed
 from stemsift.clean.processing import FAMILIES, MEMBERS, allowed_members, apply_chain, draw_chain
 from stemsift.stemset import StemSetWriter
 
@@ -196,8 +197,56 @@ def test_collection_positives_learn_the_collections_own_clean_timbres(pad_view):
 
 
 @pytest.mark.parametrize("options, fault", [({"positives": "training"}, "positives: 'training' is not one of"),
-                                            ({"positives": "collection", "null_folds": 1}, "null_folds: positives: collection")])
+                                            ({"positives": "collection", "null_folds": 1}, "null_folds: positives: collection"),
+                                            ({"positives": "collection", "trim": 1.0}, "trim: expected a share"),
+                                            ({"positives": "collection", "trim_rounds": -1}, "trim_rounds: expected 0")])
 def test_a_bad_positives_option_fails_in_one_line(view, options, fault):
     with pytest.raises(CleanerError, match=f"^cleaners.degrade.{fault}") as e:
         get_cleaner("degrade", {**FAST, **options}).score(view)
     assert "\n" not in str(e.value)
+
+
+def test_trimmed_drops_each_labels_lowest_share_and_keeps_silent_stems():
+    scores = np.array([0.9, 0.1, 0.5, 0.3, np.nan, 0.2, 0.8])
+    labels = np.array(["bass", "bass", "bass", "bass", "bass", "drums", "drums"])
+    # bass: 4 scored stems, floor(0.5 * 4) = 2 lowest leave; drums: floor(0.5 * 2) = 1; the silent stem stays
+    np.testing.assert_array_equal(trimmed(scores, labels, 0.5), [True, False, True, False, True, False, True])
+    assert trimmed(scores, labels, 0.0).all()
+
+
+def test_trim_rounds_refit_without_the_most_processed_looking_training_stems(view):
+    options = {**FAST, "positives": "collection", "null_folds": 3}
+    plain = get_cleaner("degrade", options, seed=0)
+    untrimmed = plain.score(view)
+    refined = get_cleaner("degrade", {**options, "trim": 0.3, "trim_rounds": 2}, seed=0)
+    table = refined.score(view)
+    assert len(refined.rounds) == 3 and len(plain.rounds) == 1
+    np.testing.assert_array_equal(refined.rounds[0], untrimmed.score)  # round 0 is the untrimmed detector
+    assert not np.allclose(refined.rounds[1], refined.rounds[0])  # the refit learnt from fewer stems
+    np.testing.assert_array_equal(table.score, refined.rounds[-1])
+    # what round 0 trims of the melodic stems is mostly processed (2 of every 3 are: the base rate)
+    first = trimmed(refined.rounds[0], view.train.label.to_numpy(), 0.3)
+    dropped = view.train[~first & (view.train.label != "drums").to_numpy()].track_id
+    assert np.mean([not t.startswith("clean") for t in dropped]) >= 0.85, list(dropped)
+    again = get_cleaner("degrade", {**options, "trim": 0.3, "trim_rounds": 2}, seed=0).score(view)
+    np.testing.assert_array_equal(again.score, table.score)
+
+
+def test_collection_songs_caps_the_training_songs_learnt_from(view, monkeypatch):
+    options = {**FAST, "positives": "collection", "null_folds": 3}
+    learnt = []
+    original = type(get_cleaner("degrade", options))._stem_examples
+
+    def spy(self, view, rows, segments, seeds):
+        learnt.append(set(rows.track_id))
+        return original(self, view, rows, segments, seeds)
+
+    monkeypatch.setattr(type(get_cleaner("degrade", options)), "_stem_examples", spy)
+    full = get_cleaner("degrade", options, seed=0).score(view)
+    assert learnt[-1] == set(view.train.track_id)  # 12 training songs, under the default cap
+    same = get_cleaner("degrade", {**options, "collection_songs": 12}, seed=0).score(view)
+    np.testing.assert_array_equal(same.score, full.score)
+    capped = get_cleaner("degrade", {**options, "collection_songs": 3}, seed=0).score(view)
+    assert learnt[-1] == sample_songs(view.train.track_id, 3, 0) and len(learnt[-1]) == 3
+    assert len(capped) == len(view.train) and capped.score.notna().all()  # every stem is still scored
+    assert not np.allclose(capped.score, full.score)

@@ -11,10 +11,15 @@ detection of an effect never shown (near / strict held-out) can be measured.
 
 ``positives: collection`` also learns from the collection's own training stems, unlabelled but mostly clean (a
 detector trained on contaminated normal data, as in anomaly detection without clean labels): each joins the positives
-with ``collection_segments`` segments and their processed copies, so "unprocessed" covers the instruments and textures
+with ``collection_segments`` segments and their processed copies (at most ``collection_songs`` training songs, a seeded
+sample: the positives need the collection's timbres, not every song, so the cost of learning stays flat in N), so "unprocessed" covers the instruments and textures
 of this collection, not only of its small reference split. Cross-fitting keeps every score out of sample: the songs
 (reference and training) fall in ``null_folds`` folds, and the model fitted without a fold scores that fold's training
-stems and, as the clean null, its reference stems.
+stems and, as the clean null, its reference stems. ``trim`` refines the positives (Yoon et al., "Self-supervised,
+Refine, Repeat", TMLR 2022): after each round of cross-fitted scores, the ``trim`` share of each label's training
+stems that look most processed leave the next round's examples (as they are and their copies), ``trim_rounds`` times,
+so a contaminated collection teaches less of its own damage as "unprocessed" (``positives: reference`` learns from
+no training stem, so it trims nothing).
 """
 from __future__ import annotations
 
@@ -196,6 +201,22 @@ def stem_segment_features(audio: np.ndarray, sr: int, seg_s: float, n: int, n_me
 
 # ----------------------------------------------------------------------------------------------- cleaner
 
+def sample_songs(songs: pd.Series, n: int, seed: int) -> set:
+    """At most ``n`` distinct songs, a seeded sample (all of them when there are n or fewer)."""
+    names = np.unique(songs)
+    return set(names if len(names) <= n else np.random.default_rng(seed).choice(names, n, replace=False))
+
+
+def trimmed(scores: np.ndarray, labels: np.ndarray, share: float) -> np.ndarray:
+    """Which stems stay: all but the ``share`` of each label's stems with the lowest scores (silent stems stay)."""
+    keep = np.ones(len(scores), dtype=bool)
+    for lb in np.unique(labels):
+        rows = np.flatnonzero((labels == lb) & np.isfinite(scores))
+        drop = int(np.floor(share * len(rows)))
+        keep[rows[np.argsort(scores[rows], kind="stable")[:drop]]] = False
+    return keep
+
+
 def _label_columns(labels, n: int) -> np.ndarray:
     return np.array([[float(lb == k) for k in LABELS] for lb in labels], dtype=np.float64).reshape(n, len(LABELS))
 
@@ -207,7 +228,8 @@ class DegradeCleaner(Cleaner):
     needs = ("audio",)
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
                 "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 0.06,
-                "max_features": 0.15, "song": "min", "null_folds": 4, "positives": "reference", "collection_segments": 8}
+                "max_features": 0.15, "song": "min", "null_folds": 4, "positives": "reference", "collection_segments": 8,
+                "collection_songs": 100, "trim": 0.0, "trim_rounds": 0}
     POSITIVES = ("reference", "collection")
 
     def _check(self) -> dict:
@@ -227,7 +249,12 @@ class DegradeCleaner(Cleaner):
         if o["positives"] == "collection" and o["null_folds"] < 2:
             raise CleanerError(f"cleaners.degrade.null_folds: positives: collection cross-fits over song folds and needs "
                                f"2 or more, got {o['null_folds']!r}")
-        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations", "collection_segments"):
+        if not isinstance(o["trim_rounds"], int) or isinstance(o["trim_rounds"], bool) or o["trim_rounds"] < 0:
+            raise CleanerError(f"cleaners.degrade.trim_rounds: expected 0 (no trimming) or a number of rounds, got {o['trim_rounds']!r}")
+        if not 0 <= float(o["trim"]) < 1:
+            raise CleanerError(f"cleaners.degrade.trim: expected a share in [0, 1), got {o['trim']!r}")
+        for key in ("segments", "copies", "score_segments", "max_chain", "n_mels", "iterations", "collection_segments",
+                    "collection_songs"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise CleanerError(f"cleaners.degrade.{key}: expected a positive integer, got {o[key]!r}")
         for key in ("min_leaf", "max_features"):
@@ -290,13 +317,16 @@ class DegradeCleaner(Cleaner):
             return model.fit(X, y)
 
     def _stem_scores(self, model, view: StemView, rows: pd.DataFrame) -> np.ndarray:
-        """P(unprocessed) of each stem in ``rows``, averaged over its evenly spread segments (NaN: silent)."""
+        """P(unprocessed) of each stem in ``rows``, averaged over its evenly spread segments (NaN: silent); a stem's
+        segment features are computed once per scoring (``self._features``, started by ``score_stems``)."""
         o, sr = self.options, int(view.sample_rate)
+        cache = getattr(self, "_features", {})
+        todo = [(t, lb) for t, lb in zip(rows.track_id, rows.label) if (t, lb) not in cache]
         fn = partial(stem_segment_features, sr=sr, seg_s=float(o["segment_s"]), n=o["score_segments"], n_mels=o["n_mels"])
-        feats = view.map(fn, (view.load_audio(t, lb) for t, lb in zip(rows.track_id, rows.label)))
+        cache.update(zip(todo, view.map(fn, (view.load_audio(t, lb) for t, lb in todo))))
         scores = np.full(len(rows), np.nan)
-        for i, (f, lb) in enumerate(zip(feats, rows.label)):
-            if len(f):
+        for i, (t, lb) in enumerate(zip(rows.track_id, rows.label)):
+            if len(f := cache[(t, lb)]):
                 if o["label_feature"]:
                     f = np.hstack([f, _label_columns([lb] * len(f), len(f))])
                 with threadpool_limits(1, user_api="openmp"):
@@ -324,24 +354,32 @@ class DegradeCleaner(Cleaner):
         o = self.options
         ref, train = view.reference.reset_index(drop=True), view.train.reset_index(drop=True)
         Xr, yr, songs_r = self._examples(view)
-        Xt, yt, rt = self._stem_examples(view, train, o["collection_segments"], np.random.SeedSequence(self.seed + 1))
+        learnt = train[train.track_id.isin(sample_songs(train.track_id, o["collection_songs"], self.seed))]
+        Xt, yt, rt = self._stem_examples(view, learnt, o["collection_segments"], np.random.SeedSequence(self.seed + 1))
+        rt = learnt.index.to_numpy()[rt] if len(rt) else rt  # example -> row of ``train``
         songs = np.unique(np.concatenate([ref.track_id.unique(), train.track_id.unique()]))
         fold_of = dict(zip(np.random.default_rng(self.seed).permutation(songs), np.arange(len(songs)) % o["null_folds"]))
         fr, ft = ref.track_id.map(fold_of).to_numpy(), train.track_id.map(fold_of).to_numpy()
         example_fold_r = np.array([fold_of[t] for t in songs_r])
-        scores, null = np.full(len(train), np.nan), np.full(len(ref), np.nan)
-        for k in range(o["null_folds"]):
-            fit_r, fit_t = example_fold_r != k, ft[rt] != k
-            X = np.vstack([Xr[fit_r]] + ([Xt[fit_t]] if fit_t.any() else []))
-            model = self._fit(X, np.concatenate([yr[fit_r], yt[fit_t]]))
-            scores[ft == k] = self._stem_scores(model, view, train[ft == k])
-            null[fr == k] = self._stem_scores(model, view, ref[fr == k])
+        kept = np.ones(len(train), dtype=bool)  # training stems whose examples the next round learns from
+        self.rounds = []
+        for _ in range(1 + o["trim_rounds"]):
+            scores, null = np.full(len(train), np.nan), np.full(len(ref), np.nan)
+            for k in range(o["null_folds"]):
+                fit_r, fit_t = example_fold_r != k, (ft[rt] != k) & kept[rt]
+                X = np.vstack([Xr[fit_r]] + ([Xt[fit_t]] if fit_t.any() else []))
+                model = self._fit(X, np.concatenate([yr[fit_r], yt[fit_t]]))
+                scores[ft == k] = self._stem_scores(model, view, train[ft == k])
+                null[fr == k] = self._stem_scores(model, view, ref[fr == k])
+            self.rounds.append(scores.copy())
+            kept = trimmed(scores, train.label.to_numpy(), float(o["trim"]))
         held = ref[["track_id", "label"]].assign(score=null).dropna()
         self.null = held if len(held) else None
         return scores
 
     def score_stems(self, view: StemView) -> np.ndarray:
         t0 = time.perf_counter()
+        self._features = {}
         if self.options["positives"] == "collection":
             scores = self._score_collection(view)  # the fits and the scoring interleave: train_seconds holds both
             self.train_seconds = time.perf_counter() - t0
@@ -352,6 +390,7 @@ class DegradeCleaner(Cleaner):
             scores = self._stem_scores(model, view, view.train)
             self.null = self._null(view, X, y, songs)
         scores[np.isnan(scores)] = np.nanmedian(scores) if np.isfinite(scores).any() else 0.5  # silent: no evidence
+        del self._features
         return scores
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
