@@ -326,10 +326,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--worlds-json", default=str(ROOT / "metrics" / "worlds.json"),
                     help="bench_worlds' results: the detection columns")
     ap.add_argument("--collect-only", action="store_true", help="print the table of --json again")
+    ap.add_argument("--rejoin", action="store_true",
+                    help="re-join the detection columns of --json from --worlds-json (after a new make worlds), no training")
     a = ap.parse_args(argv)
     out = Path(a.json)
-    if a.collect_only:
+    if a.collect_only or a.rejoin:
         summary = json.loads(out.read_text())
+        if a.rejoin:
+            summary["detection"] = detection(Path(a.worlds_json))
+            write_atomic(out, json.dumps(summary, indent=1) + "\n")
+            write_atomic(out.with_suffix(".md"), markdown(summary) + "\n")
     else:
         params = harm_params(base, a.train_songs, a.reference_songs, a.test_songs, a.duration, a.steps,
                              a.steps_per_epoch, a.seeds, a.seed, a.workers, a.overrides)

@@ -96,3 +96,12 @@ def test_harm_bench_end_to_end(tmp_path):
             assert set(tracks.set_index("track_id").defect_kind.reindex(sorted(songs))) == {r["kind"]}
     oracle = pd.read_parquet(world / "selections" / "oracle.parquet")
     assert set(oracle.track_id) == clean
+
+    # a new make worlds: --rejoin swaps the detection columns in, trains nothing and keeps every Δ SDR
+    worlds.write_text(json.dumps({"held_out": "held", "rows": [
+        {"variant": "blind", "world": "w1", "draw": 0, "stem_auc_reverb": 0.9}]}))
+    again = bench().main(["--rejoin", "--json", str(out), "--worlds-json", str(worlds),
+                          "--cache", str(tmp_path / "no-training-here")])
+    assert again["detection"] == {"reverb": {"blind": {"stem_auc": 0.9, "draws": 1}}}
+    assert again["families"] == summary["families"] and json.loads(out.read_text()) == again
+    assert "0.900 (1)" in out.with_suffix(".md").read_text() and not (tmp_path / "no-training-here").exists()
