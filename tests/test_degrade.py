@@ -218,9 +218,9 @@ def test_trim_rounds_refit_without_the_most_processed_looking_training_stems(vie
     options = {**FAST, "positives": "collection", "null_folds": 3}
     plain = get_cleaner("degrade", options, seed=0)
     untrimmed = plain.score(view)
-    refined = get_cleaner("degrade", {**options, "trim": 0.3, "trim_rounds": 2}, seed=0)
+    refined = get_cleaner("degrade", {**options, "trim": 0.3, "trim_rounds": 1}, seed=0)
     table = refined.score(view)
-    assert len(refined.rounds) == 3 and len(plain.rounds) == 1
+    assert len(refined.rounds) == 2 and len(plain.rounds) == 1
     np.testing.assert_array_equal(refined.rounds[0], untrimmed.score)  # round 0 is the untrimmed detector
     assert not np.allclose(refined.rounds[1], refined.rounds[0])  # the refit learnt from fewer stems
     np.testing.assert_array_equal(table.score, refined.rounds[-1])
@@ -228,12 +228,10 @@ def test_trim_rounds_refit_without_the_most_processed_looking_training_stems(vie
     first = trimmed(refined.rounds[0], view.train.label.to_numpy(), 0.3)
     dropped = view.train[~first & (view.train.label != "drums").to_numpy()].track_id
     assert np.mean([not t.startswith("clean") for t in dropped]) >= 0.85, list(dropped)
-    again = get_cleaner("degrade", {**options, "trim": 0.3, "trim_rounds": 2}, seed=0).score(view)
-    np.testing.assert_array_equal(again.score, table.score)
 
 
 def test_collection_songs_caps_the_training_songs_learnt_from(view, monkeypatch):
-    options = {**FAST, "positives": "collection", "null_folds": 3}
+    options = {**FAST, "positives": "collection", "null_folds": 2}
     learnt = []
     original = type(get_cleaner("degrade", options))._stem_examples
 
@@ -243,9 +241,7 @@ def test_collection_songs_caps_the_training_songs_learnt_from(view, monkeypatch)
 
     monkeypatch.setattr(type(get_cleaner("degrade", options)), "_stem_examples", spy)
     full = get_cleaner("degrade", options, seed=0).score(view)
-    assert learnt[-1] == set(view.train.track_id)  # 12 training songs, under the default cap
-    same = get_cleaner("degrade", {**options, "collection_songs": 12}, seed=0).score(view)
-    np.testing.assert_array_equal(same.score, full.score)
+    assert learnt[-1] == set(view.train.track_id)  # 12 training songs, under the default cap: all of them
     capped = get_cleaner("degrade", {**options, "collection_songs": 3}, seed=0).score(view)
     assert learnt[-1] == sample_songs(view.train.track_id, 3, 0) and len(learnt[-1]) == 3
     assert len(capped) == len(view.train) and capped.score.notna().all()  # every stem is still scored
