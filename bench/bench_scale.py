@@ -2,7 +2,7 @@
 DVC's own share (hashing the input folder and every output, committing them to its cache, the lock file), and each
 stage's fitted exponent of cost against N (least squares of log seconds on log N; 1 = linear).
 
-    python bench/bench_scale.py [--sizes 125 250 500 1000] [--duration 20] [--stereo 125] [--ray]
+    python bench/bench_scale.py [--sizes 125 250 500 1000] [--duration 20] [--stereo 125] [--ray] [--one-process]
 
 Each N: the default synthetic songs (`stemsift prepare`, all train, `--duration` s) rendered into a folder, a fresh
 git+DVC copy of this repository, then every stage of curate/dvc.yaml run alone (`dvc repro -s <stage>`) in order, in a
@@ -11,7 +11,8 @@ child process whose peak RSS (its whole process tree: dvc and the stage) is read
 (hashing the folder and the outputs, committing them to its cache, the lock file) plus the stage process's start
 and imports (a few seconds, constant in N: at large N the overhead's growth is DVC's).
 `--stereo N`: one more point at 44.1 kHz stereo (rendered and curated at that rate). `--ray`: at the largest N, embed and
-score again with `compute.executor: ray` (a private local Ray instance: one worker per core) beside the local run.
+score again with `compute.executor: ray` (a private local Ray instance: one worker per core) beside the default run;
+`--one-process`: the same with `compute.workers: 1` (the in-process loop instead of the local worker pool).
 Writes metrics/bench/scale.json and metrics/bench/scale.md (the table).
 """
 from __future__ import annotations
@@ -32,7 +33,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ("prepare", "embed", "score", "select", "filter", "audit", "listen", "catalogue", "export")
-RAY_STAGES = ("embed", "score")  # the stages whose per-item work the `compute` executor runs
+AGAIN_STAGES = ("embed", "score")  # the stages whose per-item work the `compute` executor runs
+AGAIN = {"ray": {"compute.executor": "ray"}, "one_process": {"compute.workers": 1}}
+AGAIN_LABELS = {"ray": "Ray (`compute.executor: ray`, private local instance)",
+                "one_process": "one process (`compute.workers: 1`)"}
+DEFAULT_COMPUTE = {f"compute.{k}": v for k, v in yaml.safe_load((REPO / "params.yaml").read_text())["compute"].items()}
 # peak RSS (KiB) of the child's whole tree: Linux reports the largest reaped descendant in RUSAGE_CHILDREN
 PEAK = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.call(sys.argv[2:]); "
         "open(sys.argv[1], 'w').write(json.dumps({'rc': rc, 'wall': time.perf_counter() - t, "
@@ -108,8 +113,9 @@ def run_stage(ws: Path, stage: str, environ: dict, force: bool = False) -> dict:
             "overhead_s": round(m["wall"] - own, 2) if own is not None else None}
 
 
-def curate_point(root: Path, songs: int, duration: float, rate: int, channels: int, ray: bool) -> dict:
-    """Render, copy the repository, run every curate stage alone; with ``ray`` also embed + score on Ray."""
+def curate_point(root: Path, songs: int, duration: float, rate: int, channels: int, again: dict) -> dict:
+    """Render, copy the repository, run every curate stage alone; then embed + score again under each of ``again``
+    (name -> compute overrides, e.g. Ray, or one process) beside the default run."""
     tag = f"n{songs}-{rate}-{channels}ch"
     environ = env(root / f"cache-{tag}")
     source = root / f"songs-{tag}"
@@ -126,14 +132,16 @@ def curate_point(root: Path, songs: int, duration: float, rate: int, channels: i
               f"overhead {r['overhead_s'] if r['overhead_s'] is not None else '-':>6})  peak {r['peak_mb']:7.0f} MB", flush=True)
     point["total_s"] = round(sum(r["wall_s"] for r in point["stages"].values()), 1)
     point["filter"] = json.loads((ws / "metrics/filter.json").read_text())
-    if ray:
-        set_params(ws / "params.yaml", {"compute.executor": "ray"})
-        environ = {**environ, "STEMSIFT_CACHE": str(root / f"cache-{tag}-ray")}  # nothing memoised from the local run
-        point["ray"] = {}
-        for stage in RAY_STAGES:
-            point["ray"][stage] = r = run_stage(ws, stage, environ, force=True)
-            print(f"  ray {stage:6s} {r['wall_s']:8.1f} s  (stage {r['stage_s']:>7}, overhead {r['overhead_s']:>6})  "
+    for name, overrides in again.items():
+        set_params(ws / "params.yaml", overrides)
+        # nothing memoised from the default run
+        alt = {**environ, "STEMSIFT_CACHE": str(root / f"cache-{tag}-{name}")}
+        point[name] = {}
+        for stage in AGAIN_STAGES:
+            point[name][stage] = r = run_stage(ws, stage, alt, force=True)
+            print(f"  {name} {stage:6s} {r['wall_s']:8.1f} s  (stage {r['stage_s']:>7}, overhead {r['overhead_s']:>6})  "
                   f"peak {r['peak_mb']:7.0f} MB", flush=True)
+        set_params(ws / "params.yaml", {k: DEFAULT_COMPUTE[k] for k in overrides})
     return point
 
 
@@ -179,9 +187,10 @@ def markdown(result: dict) -> str:
     for p in result.get("stereo", []):
         text += ["", f"{p['sample_rate']} Hz, {p['channels']} channels, N={p['songs']}: total {p['total_s']:.1f} s; "
                  + ", ".join(f"{s} {r['wall_s']:.1f} s / {r['peak_mb']:.0f} MB" for s, r in p["stages"].items())]
-    if (ray := mono[-1].get("ray")):
-        text += ["", f"N={mono[-1]['songs']}, local vs Ray (`compute.executor: ray`, private local instance): "
-                 + ", ".join(f"{s} {mono[-1]['stages'][s]['wall_s']:.1f} s vs {r['wall_s']:.1f} s" for s, r in ray.items())]
+    for name, what in AGAIN_LABELS.items():
+        if (alt := mono[-1].get(name)):
+            text += ["", f"N={mono[-1]['songs']}, default vs {what}: "
+                     + ", ".join(f"{s} {mono[-1]['stages'][s]['wall_s']:.1f} s vs {r['wall_s']:.1f} s" for s, r in alt.items())]
     return "\n".join(text) + "\n"
 
 
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per song")
     ap.add_argument("--stereo", type=int, default=125, help="songs of the 44.1 kHz stereo point (0: none)")
     ap.add_argument("--ray", action="store_true", help="embed and score on Ray too at the largest N")
+    ap.add_argument("--one-process", action="store_true",
+                    help="embed and score in one process too (compute.workers: 1) at the largest N")
     ap.add_argument("--workdir", help="where the songs and repository copies go (default: a temp folder, removed)")
     ap.add_argument("--out", default=str(REPO / "metrics/bench/scale.json"))
     args = ap.parse_args(argv)
@@ -203,10 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
         sizes = sorted(set(args.sizes))
         mono: list[dict] = []
         for n in sizes:
-            mono.append(curate_point(root, n, args.duration, params["sample_rate"], params["channels"],
-                                     args.ray and n == sizes[-1]))
+            again = {name: AGAIN[name] for name, on in (("ray", args.ray), ("one_process", args.one_process))
+                     if on and n == sizes[-1]}
+            mono.append(curate_point(root, n, args.duration, params["sample_rate"], params["channels"], again))
             partial.write_text(json.dumps({"mono": mono}, indent=2) + "\n")
-        stereo = [curate_point(root, args.stereo, args.duration, 44100, 2, False)] if args.stereo else []
+        stereo = [curate_point(root, args.stereo, args.duration, 44100, 2, {})] if args.stereo else []
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)

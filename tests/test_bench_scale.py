@@ -36,3 +36,12 @@ def test_table_has_a_row_per_stage_and_the_total():
     rows = [line.split("|")[1].strip() for line in table if line.startswith("| ") and not line.startswith("| stage")]
     assert rows == [*bench.STAGES, "**total**"]
     assert "| 1.0 |" in next(line for line in table if line.startswith("| prepare |"))
+
+
+def test_table_puts_the_reruns_beside_the_default_run():
+    mono = [point(n, 1.0) for n in (125, 250)]
+    mono[-1]["one_process"] = {s: {"wall_s": 2 * mono[-1]["stages"][s]["wall_s"]} for s in bench.AGAIN_STAGES}
+    text = bench.markdown({"mono": mono, "stereo": [], "exponents": bench.fit(mono)})
+    line = next(line for line in text.splitlines() if line.startswith("N=250, default vs one process"))
+    s = mono[-1]["stages"]["score"]["wall_s"]
+    assert f"score {s:.1f} s vs {2 * s:.1f} s" in line and "ray" not in line.lower()

@@ -16,7 +16,7 @@ import yaml
 from conftest import band_noise
 from services import RAY_ENV, ray_cluster
 from stemsift import LABELS
-from stemsift.compute import ComputeError, Executor
+from stemsift.compute import ComputeError, Executor, shutdown
 from stemsift.params import ComputeParams, ParamsError, stage_params
 from stemsift.stemset import StemSetWriter
 
@@ -45,12 +45,40 @@ def test_compute_params_are_checked():
     assert stage_params({}, "compute", ComputeParams).executor == "local"
     with pytest.raises(ParamsError, match=r"params.yaml: compute.executor: unknown executor 'dask' \(use local, ray\)"):
         stage_params({"compute": {"executor": "dask"}}, "compute", ComputeParams)
-    with pytest.raises(ParamsError, match=r"compute.workers: unknown key"):
-        stage_params({"compute": {"workers": 2}}, "compute", ComputeParams)
+    assert stage_params({"compute": {"workers": 2}}, "compute", ComputeParams).workers == 2
+    for bad, why in ((0, "must be an integer >= 1"), (-2, "must be an integer >= 1"), (1.5, "expected int")):
+        with pytest.raises(ParamsError, match=rf"params.yaml: compute.workers: {why}"):
+            stage_params({"compute": {"workers": bad}}, "compute", ComputeParams)
+    with pytest.raises(ComputeError, match="compute.workers: expected a number of processes >= 1, got 0"):
+        Executor(workers=0)
     with pytest.raises(ParamsError, match=r"compute.gpus_per_task: must be >= 0"):
         stage_params({"compute": {"gpus_per_task": -1}}, "compute", ComputeParams)
     with pytest.raises(ComputeError, match="unknown executor 'spark'"):
         Executor("spark")
+
+
+def pid_threads_square(x):
+    """A pool task: which process ran it, with how many threads, and the answer."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    time.sleep(0.05)  # long enough that both workers take items
+    return os.getpid(), torch.get_num_threads(), max(i["num_threads"] for i in threadpool_info()), x * x
+
+
+def test_local_worker_pool_keeps_order_with_one_thread_each():
+    ex = Executor("local", workers=2, max_in_flight=3)
+    try:
+        out = ex.map(pid_threads_square, range(12))
+        again = ex.map(pid_threads_square, range(3))
+    finally:
+        shutdown()
+    assert [r[3] for r in out] == [x * x for x in range(12)]  # input order kept with a window of 3
+    pids = {r[0] for r in out}
+    assert len(pids) == 2 and os.getpid() not in pids  # two other processes did the work
+    assert {r[0] for r in again} <= pids  # the pool is kept between calls until shutdown()
+    assert {r[1] for r in out} == {1} and {r[2] for r in out} == {1}  # one torch and one BLAS / OpenMP thread each
+    assert not Executor("local", workers=2).in_process and Executor("local").in_process
 
 
 def test_unreachable_ray_address_fails_fast_in_one_line():
@@ -147,6 +175,41 @@ def _score(repo: Path, out: str, compute: dict) -> str:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+# degrade small enough for 3 songs of 2 s: learns from the collection, two song folds, one trimming round
+DEGRADE = {"positives": "collection", "null_folds": 2, "segments": 2, "collection_segments": 2, "score_segments": 2,
+           "iterations": 20, "trim": 0.25, "trim_rounds": 1}
+
+
+def test_embed_and_score_with_local_workers_equal_the_in_process_loop(tmp_path, monkeypatch):
+    """Two local worker processes: the same embedding bytes and the same score tables as the in-process loop."""
+    from stemsift import compute
+    from stemsift.embed import get_embedder
+    from stemsift.embed.cache import embed_stemset
+    from stemsift.stages.score import score_all
+    from stemsift.stemset import StemSet
+
+    _tiny_stemset(tmp_path / "stems")
+    ss, embedder = StemSet(tmp_path / "stems"), get_embedder("mel", {}, device="cpu")
+    cleaners = ["level", "fad", "leak", "degrade", "blind"]
+    params = {"score": {"cleaner": "blind", "cleaners": cleaners}, "cleaners": {"degrade": DEGRADE}}
+    runs = {}
+    try:
+        for name, ex in (("loop", Executor("local")), ("pool", Executor("local", workers=2, max_in_flight=3))):
+            monkeypatch.setenv("STEMSIFT_CACHE", str(tmp_path / f"cache-{name}"))  # nothing reused between runs
+            embed_stemset(ss, embedder, tmp_path / f"emb-{name}", ["train", "reference"], ex)
+            tables, _ = score_all(ss, {**params, "compute": {"workers": ex.workers}}, cleaners, tmp_path / f"emb-{name}")
+            runs[name] = (_files(tmp_path / f"emb-{name}"), tables)
+        assert list(compute._POOLS) == [2]  # the second run did use two worker processes
+    finally:
+        shutdown()
+    assert not compute._POOLS
+    (emb, loop), (emb_pool, pool) = runs["loop"], runs["pool"]
+    assert len([k for k in emb if k.endswith(".npy")]) == 12 and emb == emb_pool
+    for name in cleaners:
+        assert len(loop[name]) == 8 and np.isfinite(loop[name].score).all()
+        pd.testing.assert_frame_equal(loop[name].drop(columns="seconds"), pool[name].drop(columns="seconds"))
 
 
 def test_score_on_a_two_node_ray_cluster_equals_local(tmp_path, cluster):

@@ -427,11 +427,12 @@ class ListenParams:
 
 @dataclass(frozen=True)
 class ComputeParams:
-    executor: str = "local"     # local (in-process loop) | ray (one Ray task per item; stemsift.compute)
+    executor: str = "local"     # local (this machine: `workers` processes) | ray (one Ray task per item; stemsift.compute)
     address: str | None = None  # Ray address: auto | host:port | ray://host:10001; null = a private local Ray instance
     cpus_per_task: float = 1.0
     gpus_per_task: float = 1.0  # asked for only when the cluster reports GPUs (fractions share a GPU)
     max_in_flight: int = 64     # tasks submitted at once (bounds the driver's memory)
+    workers: int = 1            # local executor: processes, one thread each (1: an in-process loop)
 
     def check(self, where: str) -> None:
         from stemsift.compute import EXECUTORS
@@ -442,3 +443,5 @@ class ComputeParams:
         _need(isinstance(self.cpus_per_task, (int, float)) and self.cpus_per_task > 0, f"{where}.cpus_per_task", "must be > 0")
         _need(isinstance(self.gpus_per_task, (int, float)) and self.gpus_per_task >= 0, f"{where}.gpus_per_task", "must be >= 0")
         _need(isinstance(self.max_in_flight, int) and self.max_in_flight >= 1, f"{where}.max_in_flight", "must be an integer >= 1")
+        _need(isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 1, f"{where}.workers",
+              "must be an integer >= 1 (1: work in this process)")

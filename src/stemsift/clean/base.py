@@ -66,9 +66,9 @@ class StemView:
     executor: Any = None  # stemsift.compute.Executor for per-song / per-stem work; None = this process
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
-        """fn(item) for every item, in order: here, or as tasks of the `compute` executor (Ray). ``fn`` must be a
-        module-level function (or a functools.partial of one) so it can travel to another process."""
-        if self.executor is None or self.executor.kind == "local":
+        """fn(item) for every item, in order: here, or as tasks of the `compute` executor (local processes, Ray).
+        ``fn`` must be a module-level function (or a functools.partial of one) so it can travel to another process."""
+        if self.executor is None or self.executor.in_process:
             return [fn(item) for item in items]
         return self.executor.map(fn, items, gpus=False)
 

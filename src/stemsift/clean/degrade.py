@@ -325,12 +325,16 @@ class DegradeCleaner(Cleaner):
         fn = partial(stem_segment_features, sr=sr, seg_s=float(o["segment_s"]), n=o["score_segments"], n_mels=o["n_mels"])
         cache.update(zip(todo, view.map(fn, (view.load_audio(t, lb) for t, lb in todo))))
         scores = np.full(len(rows), np.nan)
-        for i, (t, lb) in enumerate(zip(rows.track_id, rows.label)):
-            if len(f := cache[(t, lb)]):
-                if o["label_feature"]:
-                    f = np.hstack([f, _label_columns([lb] * len(f), len(f))])
-                with threadpool_limits(1, user_api="openmp"):
-                    scores[i] = model.predict_proba(f)[:, 1].mean()
+        feats = [(i, f, lb) for i, (t, lb) in enumerate(zip(rows.track_id, rows.label)) if len(f := cache[(t, lb)])]
+        if not feats:
+            return scores
+        X = np.vstack([np.hstack([f, _label_columns([lb] * len(f), len(f))]) if o["label_feature"] else f
+                       for _, f, lb in feats])
+        with threadpool_limits(1, user_api="openmp"):
+            p = model.predict_proba(X)[:, 1]  # one call: per call, the trees cost more than a stem's rows
+        ends = np.cumsum([len(f) for _, f, _ in feats])
+        for (i, _, _), a, b in zip(feats, np.concatenate([[0], ends[:-1]]), ends):
+            scores[i] = p[a:b].mean()
         return scores
 
     def _null(self, view: StemView, X: np.ndarray, y: np.ndarray, songs: np.ndarray) -> pd.DataFrame | None:

@@ -33,7 +33,8 @@ def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], 
     rows = list(ss.stems[ss.stems.split.isin(splits)].drop_duplicates("sha1").itertuples())
     todo = [r for r in rows if not (shelf / f"{r.sha1}.npy").is_file()]
     jobs = ((ss.load(r.track_id, r.label), ss.sample_rate) for r in todo)  # lazy: audio read as tasks are sent
-    if executor is None or executor.kind == "local":
+    # a model on this machine's GPU stays in this process (local worker processes embed on the CPU)
+    if executor is None or executor.in_process or (executor.kind == "local" and embedder.device != "cpu"):
         results = (_embed(embedder, job) for job in jobs)
     else:  # each task rebuilds the embedder once per worker process from (name, options, device)
         gpu = device != "cpu" and executor.gpus() > 0
