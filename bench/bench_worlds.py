@@ -38,6 +38,7 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 REF = {"degrade": {"positives": "reference"}}
 COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}}
 TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}}  # SRR-style refined positives
+FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # fad's neighbours: the references and the collection's other songs
 
 
 def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:
@@ -50,6 +51,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "level": ("level", {}),
     "fad": ("fad", {}),
     "fad pooled+median": ("fad", {"fad": {"reference": "pooled", "calibration": "median"}}),
+    "fad, reference neighbours": ("fad", {"fad": {"neighbours": "reference"}}),
+    "fad, collection neighbours": ("fad", FAD_COLLECTION),
     "leak": ("leak", {}),
     "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
     "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
@@ -83,6 +86,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind collection, training": _blind(FLD, "worst", "training", COLLECTION),
     "blind collection trimmed, training": _blind(FLD, "worst", "training", TRIMMED),
     "blind collection trimmed, reference-null": _blind(FLD, "worst", "reference", TRIMMED),
+    "blind collection trimmed, fad reference neighbours": _blind(FLD, "worst", "training",
+                                                               {**TRIMMED, "fad": {"neighbours": "reference"}}),
+    "blind collection trimmed, fad collection neighbours": _blind(FLD, "worst", "training", {**TRIMMED, **FAD_COLLECTION}),
     "blind leak+degrade collection, reference-null": _blind(LD, "worst", "reference", COLLECTION),
     "blind leak+degrade collection, reference-null, mean": _blind(LD, "mean", "reference", COLLECTION),
     "blind leak+degrade collection, both-null": _blind(LD, "worst", "both", COLLECTION),

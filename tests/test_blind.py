@@ -10,6 +10,7 @@ import torch
 from scipy.signal import butter, lfilter
 
 from stemsift.clean import REGISTRY, CleanerError, StemView, get_cleaner
+from stemsift.clean.fad import candidate, frechet_distance, gaussian, nearest_distance
 from stemsift.clean.fusion import fuse
 from stemsift.clean.leak import song_leak
 from stemsift.clean.unlearning import gradient_mode, song_gradient
@@ -110,7 +111,8 @@ def test_leak_coherence_finds_a_filtered_delayed_bleed_and_a_merge_not_only_copi
     assert song_leak({**s, "other": s["vocals"]})["other"] > 0.99
 
 
-@pytest.mark.parametrize("options", [{}, {"reference": "pooled"}, {"k": 1}, {"reference": "pooled", "calibration": "median"}])
+@pytest.mark.parametrize("options", [{}, {"reference": "pooled"}, {"k": 1}, {"reference": "pooled", "calibration": "median"},
+                                     {"neighbours": "collection"}, {"neighbours": "collection", "collection_songs": 5}])
 def test_fad_variants_rank_the_swap_and_the_bleed_below_clean(world, options):
     table = scored(world, "fad", **options)
     clean = table[~bad(table)]
@@ -118,6 +120,31 @@ def test_fad_variants_rank_the_swap_and_the_bleed_below_clean(world, options):
         assert table[(table.track_id == tid) & (table.label == lb)].score.iloc[0] < clean.score.min(), options
     with pytest.raises(CleanerError, match="fad.reference"):
         scored(world, "fad", reference="psychic")
+
+
+def test_fad_collection_neighbours_are_exact_never_the_own_song_and_give_a_null(world):
+    """The bounded search returns the brute-force k nearest FADs; a stem's own song is never its neighbour; every
+    reference stem is scored the same way (the null); bad options fail in one line."""
+    rng = np.random.default_rng(3)
+    frames = [rng.normal(size=(60, 6)) * rng.uniform(0.5, 2, 6) + rng.normal(0, 2, 6) for _ in range(12)]
+    cands = [candidate(f, 0.01) for f in frames]
+    songs = np.array([f"s{i // 2}" for i in range(12)])  # two candidates per song
+    for q in range(4):
+        g = gaussian(frames[q], 0.01)
+        brute = np.sort([frechet_distance(*g, *c[:2]) for c, s in zip(cands, songs) if s != songs[q]])[:3].mean()
+        assert nearest_distance((frames[q], songs[q]), cands, songs, 3, 0.01) == pytest.approx(brute, rel=1e-9)
+    own = nearest_distance((frames[0], "s0"), cands, songs, 1, 0.01)
+    assert own > 0 and nearest_distance((frames[0], "elsewhere"), cands, songs, 1, 0.01) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(CleanerError, match="at least two songs"):
+        nearest_distance((frames[0], "s0"), cands[:2], songs[:2], 1, 0.01)
+    ss, store, _ = world
+    view = StemView.of(ss, store)
+    cleaner = get_cleaner("fad", {"neighbours": "collection"})
+    cleaner.score(view)
+    assert len(cleaner.null) == len(view.reference) and np.isfinite(cleaner.null.score).all()
+    for bad_opts, key in (({"neighbours": "crowd"}, "fad.neighbours"), ({"collection_songs": 0}, "fad.collection_songs")):
+        with pytest.raises(CleanerError, match=key):
+            get_cleaner("fad", bad_opts).score(view)
 
 
 def test_loss_cleaner_ranks_the_swapped_stems_lowest(world):

@@ -71,12 +71,14 @@ def test_local_worker_pool_keeps_order_with_one_thread_each():
     try:
         out = ex.map(pid_threads_square, range(12))
         again = ex.map(pid_threads_square, range(3))
+        chunked = Executor("local", workers=2, max_in_flight=8).map(pid_threads_square, range(7))  # chunks of 2
     finally:
         shutdown()
     assert [r[3] for r in out] == [x * x for x in range(12)]  # input order kept with a window of 3
     pids = {r[0] for r in out}
     assert len(pids) == 2 and os.getpid() not in pids  # two other processes did the work
-    assert {r[0] for r in again} <= pids  # the pool is kept between calls until shutdown()
+    assert {r[0] for r in again} | {r[0] for r in chunked} <= pids  # the pool is kept between calls until shutdown()
+    assert [r[3] for r in chunked] == [x * x for x in range(7)]  # the last chunk is a short one
     assert {r[1] for r in out} == {1} and {r[2] for r in out} == {1}  # one torch and one BLAS / OpenMP thread each
     assert not Executor("local", workers=2).in_process and Executor("local").in_process
 

@@ -47,12 +47,23 @@ def _one_thread_worker() -> None:
     threadpool_limits(1)  # libraries already loaded (numpy's BLAS)
 
 
-def _pool_call(fn: Callable, item: Any) -> Any:
-    """Body of a local pool task: torch (when ``fn`` brought it in) limited to one thread, then fn(item)."""
+def _pool_call_many(fn: Callable, items: list) -> list:
+    """Body of a local pool task: torch (when ``fn`` brought it in) limited to one thread, then fn on each item."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    return fn(item)
+    return [fn(item) for item in items]
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
+    part: list = []
+    for item in items:
+        part.append(item)
+        if len(part) == size:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 @dataclass(frozen=True)
@@ -138,13 +149,16 @@ class Executor:
         if pool is None:  # spawned, not forked: a parent holding torch / OpenMP threads cannot be forked safely
             pool = _POOLS[self.workers] = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread_worker)
+        # items go in chunks, so ``fn`` (a partial may carry reference data) is pickled once per chunk, not per item;
+        # about two chunks per worker in flight, at most max_in_flight items
+        chunk = max(1, self.max_in_flight // (2 * self.workers))
         pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(_pool_call, fn, item))
-            if len(pending) >= self.max_in_flight:
-                yield pending.popleft().result()
+        for part in _chunks(items, chunk):
+            pending.append(pool.submit(_pool_call_many, fn, part))
+            if len(pending) * chunk >= self.max_in_flight:
+                yield from pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
 
     def _ray_imap(self, fn: Callable, items: Iterable[Any], gpus: bool) -> Iterator[Any]:
         ray = self._connect()

@@ -132,6 +132,13 @@ class Cleaner(ABC):
         return {"cleaner": self.name, "seed": self.seed, **self.options}
 
 
+def sample_songs(songs: pd.Series, n: int, seed: int) -> set:
+    """At most ``n`` distinct songs, a seeded sample (all of them when there are n or fewer): what a cleaner that
+    learns from the collection itself learns from, so its cost stays flat in the number of songs."""
+    names = np.unique(songs)
+    return set(names if len(names) <= n else np.random.default_rng(seed).choice(names, n, replace=False))
+
+
 def robust_z(x: pd.Series) -> pd.Series:
     """(x - median) / scale: a z-score a few corrupt stems cannot drag (shared by loss and fusion).
 

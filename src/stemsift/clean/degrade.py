@@ -32,7 +32,7 @@ from scipy.fft import rfft
 from threadpoolctl import threadpool_limits
 
 from stemsift import LABELS
-from stemsift.clean.base import Cleaner, CleanerError, StemView, register
+from stemsift.clean.base import Cleaner, CleanerError, StemView, register, sample_songs
 from stemsift.clean.processing import allowed_members, apply_chain, draw_chain
 from stemsift.stemset import SILENCE_DB
 
@@ -200,12 +200,6 @@ def stem_segment_features(audio: np.ndarray, sr: int, seg_s: float, n: int, n_me
 
 
 # ----------------------------------------------------------------------------------------------- cleaner
-
-def sample_songs(songs: pd.Series, n: int, seed: int) -> set:
-    """At most ``n`` distinct songs, a seeded sample (all of them when there are n or fewer)."""
-    names = np.unique(songs)
-    return set(names if len(names) <= n else np.random.default_rng(seed).choice(names, n, replace=False))
-
 
 def trimmed(scores: np.ndarray, labels: np.ndarray, share: float) -> np.ndarray:
     """Which stems stay: all but the ``share`` of each label's stems with the lowest scores (silent stems stay)."""

@@ -1,4 +1,5 @@
-"""`fad`: per-stem Fréchet Audio Distance to the clean reference stems of the same label (score = -FAD).
+"""`fad`: per-stem Fréchet Audio Distance to the clean reference stems of the same label (score = -FAD), or with
+``neighbours: collection`` to its nearest stems of the label among the references and the collection's other songs.
 
 As fadtk's per-song scoring (microsoft/fadtk, fad.py): FAD = ||mu1 - mu2||^2 + Tr C1 + Tr C2 - 2 Tr sqrt(C1 C2),
 with the matrix square root taken by a symmetric eigendecomposition so the result is never complex or
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from stemsift import LABELS
-from stemsift.clean.base import Cleaner, CleanerError, StemView, register
+from stemsift.clean.base import Cleaner, CleanerError, StemView, register, sample_songs
 
 EPS = 1e-12
 
@@ -45,6 +46,7 @@ def frechet_distance(mu1: np.ndarray, c1: np.ndarray, mu2: np.ndarray, c2: np.nd
 
 REFERENCES = ("pooled", "nearest")
 CALIBRATIONS = ("median", "reference")
+NEIGHBOURS = ("reference", "collection")
 
 
 def stem_distance(frames: np.ndarray, refs: list[tuple[np.ndarray, np.ndarray]], k: int, shrinkage: float) -> float:
@@ -83,11 +85,42 @@ def reference_distances(stems, refs: list[np.ndarray], reference: str, k: int,
     return fad, loo
 
 
+def candidate(frames: np.ndarray, shrinkage: float) -> tuple:
+    """A stem as a neighbour: mean, covariance, its square root and the root of its trace (for the lower bound)."""
+    mu, cov = gaussian(frames, shrinkage)
+    return mu, cov, _sqrt_psd(cov), float(np.sqrt(max(np.trace(cov), 0.0)))
+
+
+def nearest_distance(item: tuple[np.ndarray, str], cands: list[tuple], songs: np.ndarray, k: int,
+                     shrinkage: float) -> float:
+    """Mean FAD of one stem (frames, song) to its k nearest candidates from other songs. Exact, with most FADs
+    skipped: FAD >= ||mu1 - mu2||^2 + (sqrt Tr C1 - sqrt Tr C2)^2 (Tr sqrt(C1 C2) <= sqrt(Tr C1 Tr C2), Hoelder),
+    so candidates are visited by that bound and the search stops once the bound passes the k-th distance found."""
+    frames, song = item
+    mu, cov = gaussian(frames, shrinkage)
+    root = float(np.sqrt(max(np.trace(cov), 0.0)))
+    others = np.flatnonzero(songs != song)
+    if not len(others):
+        raise CleanerError("fad: neighbours: collection needs stems of at least two songs per label")
+    bound = np.array([((mu - cands[j][0]) ** 2).sum() + (root - cands[j][3]) ** 2 for j in others])
+    order = np.argsort(bound, kind="stable")
+    kk, best = min(k, len(others)), []
+    for j, b in zip(others[order], bound[order]):
+        if len(best) == kk and b >= best[-1]:
+            break
+        m2, c2, s2, _ = cands[j]
+        tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh(s2 @ cov @ s2), 0, None)).sum())
+        d = max(float(((mu - m2) ** 2).sum() + np.trace(cov) + np.trace(c2) - 2 * tr_sqrt), 0.0)
+        best = sorted(best + [d])[:kk]
+    return float(np.mean(best))
+
+
 @register
 class FadCleaner(Cleaner):
     name = "fad"
     needs = ("embeddings",)
-    defaults = {"shrinkage": 0.01, "reference": "nearest", "k": 3, "calibration": "reference", "song": "mean"}
+    defaults = {"shrinkage": 0.01, "reference": "nearest", "k": 3, "calibration": "reference", "song": "mean",
+                "neighbours": "reference", "collection_songs": 100}
 
     def score_stems(self, view: StemView) -> np.ndarray:
         o = self.options
@@ -97,8 +130,13 @@ class FadCleaner(Cleaner):
             raise CleanerError(f"fad.calibration: {o['calibration']!r} is not one of {', '.join(CALIBRATIONS)}")
         if o["song"] not in ("mean", "min"):
             raise CleanerError(f"fad.song: {o['song']!r} is not one of mean, min")
+        if o["neighbours"] not in NEIGHBOURS:
+            raise CleanerError(f"fad.neighbours: {o['neighbours']!r} is not one of {', '.join(NEIGHBOURS)}")
+        if not isinstance(o["collection_songs"], int) or isinstance(o["collection_songs"], bool) or o["collection_songs"] < 1:
+            raise CleanerError(f"fad.collection_songs: expected a positive integer, got {o['collection_songs']!r}")
         scores = np.empty(len(view.train))
         nulls = []
+        learnt = sample_songs(view.train.track_id, o["collection_songs"], self.seed)
         for label in LABELS:  # each target's own clean distribution
             rows = np.flatnonzero(view.train.label.to_numpy() == label)
             if not len(rows):
@@ -107,8 +145,11 @@ class FadCleaner(Cleaner):
             refs = view.embed(ref_rows)
             if not refs:
                 raise CleanerError(f"fad: no reference stem labelled {label!r} to compare with")
-            stems = (view.embeddings(sha) for sha in view.train.sha1.iloc[rows])  # loaded as tasks are sent
-            fad, loo = reference_distances(stems, refs, o["reference"], int(o["k"]), float(o["shrinkage"]), view.map)
+            if o["neighbours"] == "collection":
+                fad, loo = self._collection_distances(view, view.train.iloc[rows], ref_rows, refs, learnt)
+            else:
+                stems = (view.embeddings(sha) for sha in view.train.sha1.iloc[rows])  # loaded as tasks are sent
+                fad, loo = reference_distances(stems, refs, o["reference"], int(o["k"]), float(o["shrinkage"]), view.map)
             if o["calibration"] == "median":
                 scores[rows], null = -fad, -loo
             else:  # z of log FAD against the reference stems' own leave-one-out FADs of this label
@@ -119,6 +160,21 @@ class FadCleaner(Cleaner):
                 nulls.append(ref_rows[["track_id", "label"]].assign(score=null))
         self.null = pd.concat(nulls, ignore_index=True) if nulls else None
         return scores
+
+    def _collection_distances(self, view: StemView, train: pd.DataFrame, ref_rows: pd.DataFrame, refs: list,
+                              learnt: set) -> tuple[np.ndarray, np.ndarray]:
+        """``neighbours: collection``: every training and reference stem against its k nearest among the label's
+        reference stems and the training stems of (at most ``collection_songs``) sampled songs, never its own song:
+        the collection, mostly clean, shows what this label sounds like here; the reference stems, scored the same
+        way, are the clean null."""
+        o, shrink = self.options, float(self.options["shrinkage"])
+        pool = train[train.track_id.isin(learnt)]
+        cands = [candidate(e, shrink) for e in refs] + [candidate(view.embeddings(sha), shrink) for sha in pool.sha1]
+        songs = np.concatenate([ref_rows.track_id.to_numpy(), pool.track_id.to_numpy()]).astype(str)
+        fn = partial(nearest_distance, cands=cands, songs=songs, k=int(o["k"]), shrinkage=shrink)
+        fad = np.array(view.map(fn, ((view.embeddings(sha), str(t)) for sha, t in zip(train.sha1, train.track_id))))
+        loo = np.array(view.map(fn, zip(refs, ref_rows.track_id.astype(str))))
+        return fad, loo
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         if self.options["calibration"] == "median":
