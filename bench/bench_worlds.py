@@ -35,10 +35,12 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 
 # name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks). A name without
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
-REF = {"degrade": {"positives": "reference"}}
-COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}}
-TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}}  # SRR-style refined positives
+# Every variant named before fad's collection neighbours pins fad to the reference stems (as it was measured).
+FAD_REFERENCE = {"fad": {"neighbours": "reference"}}
 FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # fad's neighbours: the references and the collection's other songs
+REF = {"degrade": {"positives": "reference"}, **FAD_REFERENCE}
+COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}, **FAD_REFERENCE}
+TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}, **FAD_REFERENCE}  # SRR-style refined positives
 
 
 def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:
@@ -50,8 +52,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "random": ("random", {}),
     "level": ("level", {}),
     "fad": ("fad", {}),
-    "fad pooled+median": ("fad", {"fad": {"reference": "pooled", "calibration": "median"}}),
-    "fad, reference neighbours": ("fad", {"fad": {"neighbours": "reference"}}),
+    "fad pooled+median": ("fad", {"fad": {"reference": "pooled", "calibration": "median", "neighbours": "reference"}}),
     "fad, collection neighbours": ("fad", FAD_COLLECTION),
     "leak": ("leak", {}),
     "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
@@ -64,7 +65,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind": ("blind", {}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
                                                                  "calibration": "training"},
-                                                       "leak": {"calibration": "none"}}),
+                                                       "leak": {"calibration": "none"}, **FAD_REFERENCE}),
     "blind fad+leak, worst stem": _blind(FL, "worst", "training"),
     "blind fad+leak+degrade, worst stem": _blind(FLD, "worst", "training"),
     "blind fad+leak+degrade, mean": _blind(FLD, "mean", "training"),
@@ -86,8 +87,6 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind collection, training": _blind(FLD, "worst", "training", COLLECTION),
     "blind collection trimmed, training": _blind(FLD, "worst", "training", TRIMMED),
     "blind collection trimmed, reference-null": _blind(FLD, "worst", "reference", TRIMMED),
-    "blind collection trimmed, fad reference neighbours": _blind(FLD, "worst", "training",
-                                                               {**TRIMMED, "fad": {"neighbours": "reference"}}),
     "blind collection trimmed, fad collection neighbours": _blind(FLD, "worst", "training", {**TRIMMED, **FAD_COLLECTION}),
     "blind leak+degrade collection, reference-null": _blind(LD, "worst", "reference", COLLECTION),
     "blind leak+degrade collection, reference-null, mean": _blind(LD, "mean", "reference", COLLECTION),
@@ -357,7 +356,7 @@ def main() -> None:
     if results.variant.str.startswith("blind").any():
         chosen, tied = choose(results, cfg["held_out"])
         text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"
-        previous = "blind collection, training"  # the default before trimmed positives
+        previous = "blind collection trimmed, training"  # the default before fad's collection neighbours
         if {"blind", previous} <= set(results.variant):
             text += f"\nPaired by draw, blind minus {previous}:\n\n" + markdown(paired(results, "blind", previous, cfg["held_out"]), "world") + "\n"
         print(text[text.index("\nThe rule's choice"):])

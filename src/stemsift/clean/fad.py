@@ -132,6 +132,9 @@ class FadCleaner(Cleaner):
             raise CleanerError(f"fad.song: {o['song']!r} is not one of mean, min")
         if o["neighbours"] not in NEIGHBOURS:
             raise CleanerError(f"fad.neighbours: {o['neighbours']!r} is not one of {', '.join(NEIGHBOURS)}")
+        if o["neighbours"] == "collection" and o["reference"] != "nearest":
+            raise CleanerError(f"fad.reference: {o['reference']!r} with neighbours: collection (the k nearest stems); "
+                               "use reference: nearest or neighbours: reference")
         if not isinstance(o["collection_songs"], int) or isinstance(o["collection_songs"], bool) or o["collection_songs"] < 1:
             raise CleanerError(f"fad.collection_songs: expected a positive integer, got {o['collection_songs']!r}")
         scores = np.empty(len(view.train))
