@@ -37,10 +37,11 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
 # Every variant named before fad's collection neighbours pins fad to the reference stems (as it was measured).
 FAD_REFERENCE = {"fad": {"neighbours": "reference"}}
-FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # fad's neighbours: the references and the collection's other songs
+FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # neighbours: the references and the collection's other songs
 REF = {"degrade": {"positives": "reference"}, **FAD_REFERENCE}
 COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}, **FAD_REFERENCE}
-TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}, **FAD_REFERENCE}  # SRR-style refined positives
+# SRR-style refined positives
+TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2}, **FAD_REFERENCE}
 
 
 def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:

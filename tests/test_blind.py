@@ -122,7 +122,7 @@ def test_fad_variants_rank_the_swap_and_the_bleed_below_clean(world, options):
         scored(world, "fad", reference="psychic")
 
 
-def test_fad_collection_neighbours_are_exact_never_the_own_song_and_give_a_null(world):
+def test_fad_collection_neighbours_are_exact_never_the_own_song_and_give_a_null(world, monkeypatch):
     """The bounded search returns the brute-force k nearest FADs; a stem's own song is never its neighbour; every
     reference stem is scored the same way (the null); bad options fail in one line."""
     rng = np.random.default_rng(3)
@@ -142,7 +142,14 @@ def test_fad_collection_neighbours_are_exact_never_the_own_song_and_give_a_null(
     cleaner = get_cleaner("fad", {"neighbours": "collection"})
     cleaner.score(view)
     assert len(cleaner.null) == len(view.reference) and np.isfinite(cleaner.null.score).all()
-    for bad_opts, key in (({"neighbours": "crowd"}, "fad.neighbours"), ({"collection_songs": 0}, "fad.collection_songs")):
+    from stemsift.clean import fad as fad_module
+
+    made, real = [], fad_module.candidate
+    monkeypatch.setattr(fad_module, "candidate", lambda f, shrink: made.append(1) or real(f, shrink))
+    get_cleaner("fad", {"neighbours": "collection", "collection_songs": 5}).score(view)
+    assert len(made) == 4 * (6 + 5)  # per label: the 6 reference stems and the stems of 5 sampled training songs
+    for bad_opts, key in (({"neighbours": "crowd"}, "fad.neighbours"), ({"collection_songs": 0}, "fad.collection_songs"),
+                          ({"neighbours": "collection", "reference": "pooled"}, "fad.reference: 'pooled' with neighbours")):
         with pytest.raises(CleanerError, match=key):
             get_cleaner("fad", bad_opts).score(view)
 

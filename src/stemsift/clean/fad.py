@@ -135,7 +135,8 @@ class FadCleaner(Cleaner):
         if o["neighbours"] == "collection" and o["reference"] != "nearest":
             raise CleanerError(f"fad.reference: {o['reference']!r} with neighbours: collection (the k nearest stems); "
                                "use reference: nearest or neighbours: reference")
-        if not isinstance(o["collection_songs"], int) or isinstance(o["collection_songs"], bool) or o["collection_songs"] < 1:
+        songs = o["collection_songs"]
+        if not isinstance(songs, int) or isinstance(songs, bool) or songs < 1:
             raise CleanerError(f"fad.collection_songs: expected a positive integer, got {o['collection_songs']!r}")
         scores = np.empty(len(view.train))
         nulls = []
