@@ -184,6 +184,7 @@ DEGRADE = {"positives": "collection", "null_folds": 2, "segments": 2, "collectio
            "iterations": 20, "trim": 0.25, "trim_rounds": 1}
 
 
+@pytest.mark.slow  # end to end: embeds and scores five cleaners twice
 def test_embed_and_score_with_local_workers_equal_the_in_process_loop(tmp_path, monkeypatch):
     """Two local worker processes: the same embedding bytes and the same score tables as the in-process loop."""
     from stemsift import compute
