@@ -35,8 +35,9 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 
 # name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks). A name without
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
-# Every variant named before fad's collection neighbours pins fad to the reference stems (as it was measured).
-FAD_REFERENCE = {"fad": {"neighbours": "reference"}}
+# Every variant named before fad's collection neighbours pins fad to the reference stems, and every variant named before
+# leak's collection calibration pins leak to the reference songs (as each was measured).
+FAD_REFERENCE = {"fad": {"neighbours": "reference"}, "leak": {"calibration": "reference"}}
 FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # neighbours: the references and the collection's other songs
 REF = {"degrade": {"positives": "reference"}, **FAD_REFERENCE}
 COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}, **FAD_REFERENCE}
@@ -57,16 +58,18 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "fad, collection neighbours": ("fad", FAD_COLLECTION),
     "leak": ("leak", {}),
     "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
-    "leak two-sided": ("leak", {"leak": {"sided": "two"}}),
+    "leak two-sided": ("leak", {"leak": {"sided": "two", "calibration": "reference"}}),
+    "leak, reference calibration": ("leak", {"leak": {"calibration": "reference"}}),
     "degrade": ("degrade", {}),
     "degrade, reference positives": ("degrade", REF),
     "degrade, collection": ("degrade", COLLECTION),
     "degrade, collection trimmed": ("degrade", TRIMMED),
     "mlp": ("mlp", {}),
     "blind": ("blind", {}),
+    "blind, leak reference calibration (before)": ("blind", {"leak": {"calibration": "reference"}}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
                                                                  "calibration": "training"},
-                                                       "leak": {"calibration": "none"}, **FAD_REFERENCE}),
+                                                       **FAD_REFERENCE, "leak": {"calibration": "none"}}),
     "blind fad+leak, worst stem": _blind(FL, "worst", "training"),
     "blind fad+leak+degrade, worst stem": _blind(FLD, "worst", "training"),
     "blind fad+leak+degrade, mean": _blind(FLD, "mean", "training"),
@@ -357,7 +360,7 @@ def main() -> None:
     if results.variant.str.startswith("blind").any():
         chosen, tied = choose(results, cfg["held_out"])
         text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"
-        previous = "blind collection trimmed, training"  # the default before fad's collection neighbours
+        previous = "blind, leak reference calibration (before)"  # the default before leak's collection calibration
         if {"blind", previous} <= set(results.variant):
             text += f"\nPaired by draw, blind minus {previous}:\n\n" + markdown(paired(results, "blind", previous, cfg["held_out"]), "world") + "\n"
         print(text[text.index("\nThe rule's choice"):])

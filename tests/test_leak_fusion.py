@@ -176,3 +176,23 @@ def test_leak_null_scores_each_reference_song_against_the_others(chorales):
     clean = table[table.track_id != BLED].score
     assert abs(null.score.median() - clean.median()) < 1.5, (null.score.median(), clean.median())
     assert table.groupby("track_id").song_score.first()[BLED] < null.score.min()
+
+
+def test_collection_calibration_reads_each_pair_against_the_collections_own_songs_too(chorales):
+    """A reference split whose songs do not move together (each stem from another chorale) calls every clean
+    chorale of the collection leaky; measured on the collection's own songs too, each pair's clean population is
+    the chorales', so clean songs stop alarming and the bleed stays far below them."""
+    train, _ = chorales
+    labels = ["bass", "drums", "other", "vocals"]
+    unrelated = {f"ref-{i}": {lb: homophonic(200 + 4 * i + j)[lb] for j, lb in enumerate(labels)} for i in range(4)}
+    options = {**LEAK, "min_songs": 1}
+    narrow = get_cleaner("leak", options).score(view_of(train, unrelated))
+    leak = get_cleaner("leak", {**options, "calibration": "collection"})
+    wide = leak.score(view_of(train, unrelated))
+    songs = lambda t: t.groupby("track_id").song_score.first()  # noqa: E731
+    clean_narrow, clean_wide = songs(narrow).drop(BLED), songs(wide).drop(BLED)
+    assert clean_narrow.median() < -4.0, clean_narrow  # against independent references every chorale alarms
+    assert clean_wide.median() > -3.0 and songs(wide).idxmin() == BLED, songs(wide)
+    assert songs(wide)[BLED] < clean_wide.min() - 2.0, songs(wide)
+    # the clean null: each reference song scored against the other reference songs and the training songs
+    assert set(leak.null.track_id) == set(unrelated) and np.isfinite(leak.null.score).all()

@@ -20,7 +20,11 @@ worst partner's robust z against that pair's clean distribution:
     z_ab          = (log10 MSC_ab - median_ab) / spread_ab
     stem score(a) = -max_b z_ab      (sided: one; only more coherent than clean alarms)
                   = -max_b |z_ab|    (sided: two; effects that decorrelate a stem alarm as well)
-`calibration: none` keeps the fixed independence assumption above.
+`calibration: collection` takes each pair's median and spread over the reference songs *and* the collection's own
+training songs (mostly clean; the median and MAD stand a minority of leaking songs): 12 reference songs give a
+noisy spread per pair, and a spread set too narrow turns a clean song's ordinary coherence into an alarm (the
+clean null: each reference song against the others and the training songs). `calibration: none` keeps the fixed
+independence assumption above.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from stemsift.clean.base import Cleaner, CleanerError, StemView, register
 
 FLOOR = 1e-6  # below any coherence 20 s of frames can measure
 MIN_SPREAD = 0.02  # log10 MSC: a spread below ~5 % of coherence is measurement luck, not a tight clean population
-CALIBRATIONS = ("reference", "none")
+CALIBRATIONS = ("reference", "collection", "none")
 
 def stem_spectra(stems: dict[str, np.ndarray], n_fft: int, hop: int) -> dict[str, np.ndarray]:
     """label -> complex STFT (bins, frames) of the stem's channel mean, all cut to the shortest stem."""
@@ -157,13 +161,15 @@ class LeakCleaner(Cleaner):
         ref_songs, ref_audio = _song_audio(view, view.reference)
         ref_per_song = view.map(coherence, ref_audio)
         uncalibrated = lambda p, labels: {lb: -np.log10(msc + FLOOR) for lb, msc in best_partner(p, labels).items()}  # noqa: E731
-        if o["calibration"] == "reference":
+        if o["calibration"] in ("reference", "collection"):
             ref_pairs = [p for p in ref_per_song if not p.empty]
             if not ref_pairs:
-                raise CleanerError("leak.calibration: reference needs reference songs with two or more stems")
-            ref, pooled = pair_reference(pd.concat(ref_pairs, ignore_index=True), int(o["min_songs"]))
+                raise CleanerError(f"leak.calibration: {o['calibration']} needs reference songs with two or more stems")
+            # collection: the training songs' own pairs join the clean population each pair is measured against
+            extra = [p for p in per_song if not p.empty] if o["calibration"] == "collection" else []
+            ref, pooled = pair_reference(pd.concat(ref_pairs + extra, ignore_index=True), int(o["min_songs"]))
             leaks = [calibrated_scores(p, ref, pooled, o["sided"], labels) for (_, labels), p in zip(songs, per_song)]
-            null = [self._left_out(i, ref_per_song, labels) for i, (_, labels) in enumerate(ref_songs)]
+            null = [self._left_out(i, ref_per_song, labels, extra) for i, (_, labels) in enumerate(ref_songs)]
         else:
             leaks = [uncalibrated(p, labels) for (_, labels), p in zip(songs, per_song)]
             null = [uncalibrated(p, labels) for (_, labels), p in zip(ref_songs, ref_per_song)]
@@ -172,9 +178,11 @@ class LeakCleaner(Cleaner):
         scores = {(tid, lb): v for (tid, _), s in zip(songs, leaks) for lb, v in s.items()}
         return np.array([scores[(t, lb)] for t, lb in zip(view.train.track_id, view.train.label)])
 
-    def _left_out(self, i: int, ref_per_song: list[pd.DataFrame], labels: list[str]) -> dict[str, float] | None:
-        """Reference song i scored against the clean coherence of the other reference songs (out of sample)."""
-        others = [p for j, p in enumerate(ref_per_song) if j != i and not p.empty]
+    def _left_out(self, i: int, ref_per_song: list[pd.DataFrame], labels: list[str],
+                  extra: list[pd.DataFrame] = ()) -> dict[str, float] | None:
+        """Reference song i scored against the clean coherence of the other reference songs (and ``extra``: the
+        training songs' pairs under ``calibration: collection``), out of sample."""
+        others = [p for j, p in enumerate(ref_per_song) if j != i and not p.empty] + list(extra)
         if not others or ref_per_song[i].empty:
             return None
         try:
