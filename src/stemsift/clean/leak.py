@@ -13,18 +13,18 @@ The log puts the clean songs' chance coherence (~1/frames) on a bell-shaped scal
 song scores (filter.ratio: auto) sees one clean population rather than a long tail.
 
 The independence premise fails for music whose parts move together (chorales, shared rhythm and harmony): clean
-stems are then coherent too. `calibration: reference` (default) measures what clean songs of *this* collection
+stems are then coherent too. `calibration: reference` measures what clean songs of *this* collection
 show instead: per label pair, the median and robust spread (1.4826 MAD) of log10 MSC over the clean reference
 songs (pooled over all pairs where a pair has fewer than `min_songs` songs), and scores a training stem by its
 worst partner's robust z against that pair's clean distribution:
     z_ab          = (log10 MSC_ab - median_ab) / spread_ab
     stem score(a) = -max_b z_ab      (sided: one; only more coherent than clean alarms)
                   = -max_b |z_ab|    (sided: two; effects that decorrelate a stem alarm as well)
-`calibration: collection` takes each pair's median and spread over the reference songs *and* the collection's own
-training songs (mostly clean; the median and MAD stand a minority of leaking songs): 12 reference songs give a
-noisy spread per pair, and a spread set too narrow turns a clean song's ordinary coherence into an alarm (the
-clean null: each reference song against the others and the training songs). `calibration: none` keeps the fixed
-independence assumption above.
+`calibration: collection` (params.yaml's default, chosen on the worlds: docs/worlds.md) takes each pair's median
+and spread over the reference songs *and* the collection's own training songs (mostly clean; the median and MAD
+stand a minority of leaking songs): 12 reference songs give a noisy spread per pair, and a spread set too narrow
+turns a clean song's ordinary coherence into an alarm (the clean null: each reference song against the others and
+the training songs). `calibration: none` keeps the fixed independence assumption above.
 """
 from __future__ import annotations
 
