@@ -37,7 +37,7 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
 # Every variant named before fad's collection neighbours pins fad to the reference stems, and every variant named before
 # leak's collection calibration pins leak to the reference songs (as each was measured).
-FAD_REFERENCE = {"fad": {"neighbours": "reference"}, "leak": {"calibration": "reference"}}
+FAD_REFERENCE = {"fad": {"neighbours": "reference"}, "leak": {"calibration": "reference", "sided": "one"}}
 FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # neighbours: the references and the collection's other songs
 REF = {"degrade": {"positives": "reference"}, **FAD_REFERENCE}
 COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0}, **FAD_REFERENCE}
@@ -57,19 +57,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "fad pooled+median": ("fad", {"fad": {"reference": "pooled", "calibration": "median", "neighbours": "reference"}}),
     "fad, collection neighbours": ("fad", FAD_COLLECTION),
     "leak": ("leak", {}),
-    "leak uncalibrated": ("leak", {"leak": {"calibration": "none"}}),
+    "leak uncalibrated": ("leak", {"leak": {"calibration": "none", "sided": "one"}}),
     "leak two-sided": ("leak", {"leak": {"sided": "two", "calibration": "reference"}}),
-    "leak, reference calibration": ("leak", {"leak": {"calibration": "reference"}}),
+    "leak, reference calibration": ("leak", {"leak": {"calibration": "reference", "sided": "one"}}),
+    "leak one-sided, collection calibration": ("leak", {"leak": {"sided": "one"}}),
     "degrade": ("degrade", {}),
     "degrade, reference positives": ("degrade", REF),
     "degrade, collection": ("degrade", COLLECTION),
     "degrade, collection trimmed": ("degrade", TRIMMED),
     "mlp": ("mlp", {}),
     "blind": ("blind", {}),
-    "blind, leak reference calibration (before)": ("blind", {"leak": {"calibration": "reference"}}),
+    "blind, leak reference calibration (before)": ("blind", {"leak": {"calibration": "reference", "sided": "one"}}),
+    "blind, leak one-sided": ("blind", {"leak": {"sided": "one"}}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
                                                                  "calibration": "training"},
-                                                       **FAD_REFERENCE, "leak": {"calibration": "none"}}),
+                                                       **FAD_REFERENCE, "leak": {"calibration": "none", "sided": "one"}}),
     "blind fad+leak, worst stem": _blind(FL, "worst", "training"),
     "blind fad+leak+degrade, worst stem": _blind(FLD, "worst", "training"),
     "blind fad+leak+degrade, mean": _blind(FLD, "mean", "training"),
