@@ -99,6 +99,20 @@ def test_processed_copies_rank_below_clean_ones(view):
     assert songs.filter(like="clean").mean() > songs.drop(songs.filter(like="clean").index).mean()
 
 
+@pytest.mark.parametrize("pool, expected", [("mean", [1.9 / 3, 0.5]), ("median", [0.9, 0.5])])
+def test_a_stems_score_pools_its_segments_by_the_mean_or_the_median(view, pool, expected):
+    class FirstColumn:  # a fitted classifier whose P(unprocessed) is the row's first feature
+        def predict_proba(self, X):
+            return np.stack([1 - X[:, 0], X[:, 0]], axis=1)
+
+    cleaner = get_cleaner("degrade", {**FAST, "segment_pool": pool}, seed=0)
+    rows = view.train.head(2)
+    # one odd segment of an otherwise unprocessed-looking stem: the median outvotes it, the mean does not
+    segments = {0: [0.9, 0.9, 0.1], 1: [0.5, 0.4, 0.6]}
+    cleaner._features = {(t, lb): np.array(segments[i])[:, None] for i, (t, lb) in enumerate(zip(rows.track_id, rows.label))}
+    np.testing.assert_allclose(cleaner._stem_scores(FirstColumn(), view, rows), expected)
+
+
 def test_exclude_leaves_the_named_processing_out_of_training(view):
     drawn = lambda c: {name for chain in c.chains for name, _ in chain}  # noqa: E731
     seen = get_cleaner("degrade", FAST, seed=0)
@@ -197,6 +211,7 @@ def test_collection_positives_learn_the_collections_own_clean_timbres(pad_view):
 
 
 @pytest.mark.parametrize("options, fault", [({"positives": "training"}, "positives: 'training' is not one of"),
+                                            ({"segment_pool": "max"}, "segment_pool: 'max' is not one of mean, median"),
                                             ({"positives": "collection", "null_folds": 1}, "null_folds: positives: collection"),
                                             ({"positives": "collection", "trim": 1.0}, "trim: expected a share"),
                                             ({"positives": "collection", "trim_rounds": -1}, "trim_rounds: expected 0")])

@@ -223,7 +223,7 @@ class DegradeCleaner(Cleaner):
     defaults = {"segment_s": 2.0, "segments": 16, "copies": 3, "score_segments": 8, "max_chain": 2, "n_mels": 40,
                 "exclude": [], "label_feature": True, "iterations": 300, "learning_rate": 0.1, "min_leaf": 0.06,
                 "max_features": 0.15, "song": "min", "null_folds": 4, "positives": "reference", "collection_segments": 8,
-                "collection_songs": 100, "trim": 0.0, "trim_rounds": 0}
+                "collection_songs": 100, "trim": 0.0, "trim_rounds": 0, "segment_pool": "mean"}
     POSITIVES = ("reference", "collection")
 
     def _check(self) -> dict:
@@ -238,6 +238,8 @@ class DegradeCleaner(Cleaner):
             raise CleanerError(f"cleaners.degrade.song: {o['song']!r} is not one of min, mean")
         if not isinstance(o["null_folds"], int) or isinstance(o["null_folds"], bool) or o["null_folds"] < 0:
             raise CleanerError(f"cleaners.degrade.null_folds: expected 0 (no null) or a number of folds, got {o['null_folds']!r}")
+        if o["segment_pool"] not in ("mean", "median"):
+            raise CleanerError(f"cleaners.degrade.segment_pool: {o['segment_pool']!r} is not one of mean, median")
         if o["positives"] not in self.POSITIVES:
             raise CleanerError(f"cleaners.degrade.positives: {o['positives']!r} is not one of {', '.join(self.POSITIVES)}")
         if o["positives"] == "collection" and o["null_folds"] < 2:
@@ -327,8 +329,9 @@ class DegradeCleaner(Cleaner):
         with threadpool_limits(1, user_api="openmp"):
             p = model.predict_proba(X)[:, 1]  # one call: per call, the trees cost more than a stem's rows
         ends = np.cumsum([len(f) for _, f, _ in feats])
+        pool = np.median if o["segment_pool"] == "median" else np.mean  # median: one odd segment of a clean stem is outvoted
         for (i, _, _), a, b in zip(feats, np.concatenate([[0], ends[:-1]]), ends):
-            scores[i] = p[a:b].mean()
+            scores[i] = pool(p[a:b])
         return scores
 
     def _null(self, view: StemView, X: np.ndarray, y: np.ndarray, songs: np.ndarray) -> pd.DataFrame | None:
