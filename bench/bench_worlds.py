@@ -37,13 +37,13 @@ BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data
 # "collection" is a variant measured before `degrade.positives: collection`: it reads degrade from the reference split only.
 # Every variant named before fad's collection neighbours pins fad to the reference stems, and every variant named before
 # leak's collection calibration pins leak to the reference songs (as each was measured).
-FAD_REFERENCE = {"fad": {"neighbours": "reference"}, "leak": {"calibration": "reference", "sided": "one"}}
+REFERENCE_ONLY = {"fad": {"neighbours": "reference"}, "leak": {"calibration": "reference", "sided": "one"}}
 FAD_COLLECTION = {"fad": {"neighbours": "collection"}}  # neighbours: the references and the collection's other songs
 MEAN = {"segment_pool": "mean"}  # every variant named before degrade's segment median pools a stem's segments by the mean
-REF = {"degrade": {"positives": "reference", **MEAN}, **FAD_REFERENCE}
-COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0, **MEAN}, **FAD_REFERENCE}
+REF = {"degrade": {"positives": "reference", **MEAN}, **REFERENCE_ONLY}
+COLLECTION = {"degrade": {"positives": "collection", "trim_rounds": 0, **MEAN}, **REFERENCE_ONLY}
 # SRR-style refined positives
-TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2, **MEAN}, **FAD_REFERENCE}
+TRIMMED = {"degrade": {"positives": "collection", "trim": 0.2, "trim_rounds": 2, **MEAN}, **REFERENCE_ONLY}
 
 
 def _blind(components: list[str], song: str, calibration: str, degrade: dict = REF, **more) -> tuple[str, dict]:
@@ -74,7 +74,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind, leak one-sided": ("blind", {"leak": {"sided": "one"}, "degrade": MEAN}),
     "blind fad+leak, song fusion (before)": ("blind", {"blind": {"components": FL, "song": "components",
                                                                  "calibration": "training"},
-                                                       **FAD_REFERENCE, "leak": {"calibration": "none", "sided": "one"}}),
+                                                       **REFERENCE_ONLY, "leak": {"calibration": "none", "sided": "one"}}),
     "blind fad+leak, worst stem": _blind(FL, "worst", "training"),
     "blind fad+leak+degrade, worst stem": _blind(FLD, "worst", "training"),
     "blind fad+leak+degrade, mean": _blind(FLD, "mean", "training"),
