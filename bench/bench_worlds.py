@@ -31,6 +31,7 @@ from stemsift.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("label_noise", "bleeding", "effects")
+OTHER_SHARES = (0.25, 0.75, 0.9, 1.0)  # clean shares the automatic ratio is also measured at (every world's own is 1/2)
 BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data is built from
 
 # name -> (cleaner, overrides of its `cleaners.<name>` block and of its components' blocks). A name without
@@ -160,7 +161,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
     """Song / stem AUC per variant on one built draw; components are scored once per distinct option set."""
     from stemsift.catalogue import TRUTH
     from stemsift.clean import CleanerError, StemView, get_cleaner
-    from stemsift.clean.metrics import detection
+    from stemsift.clean.metrics import detection, song_truth
     from stemsift.clean.ratio import auto_keep
     from stemsift.embed.cache import EmbeddingStore
     from stemsift.params import EmbedParams, stage_params
@@ -230,21 +231,45 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
             songs = table.groupby("track_id").song_score.first()
             auto = auto_keep(songs, a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
                              float(a.get("min_separation", 2.0)))
-            pvalues = songs.between(0, 1).all() and blocks.get(cleaner, {}).get("calibration") in ("reference", "both")
-            storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)),
-                               storey_lambda=float(a.get("storey_lambda", 0.5))) if pvalues else None
+            song_p = table.groupby("track_id").song_p.first() if "song_p" in table else None
+            storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)), song_p=song_p,
+                               storey_lambda=float(a.get("storey_lambda", 0.5))) if song_p is not None else None
+            clean = song_truth(truth).reindex(songs.index).fillna("clean") == "clean"
+            at_shares = {}
+            for share in OTHER_SHARES:  # the estimators at other clean shares: a seeded subsample of one class
+                sub = share_subsample(clean, share, seed)
+                auto_s = auto_keep(songs[sub], a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
+                                   float(a.get("min_separation", 2.0)))
+                storey_s = auto_keep(songs[sub], "storey", seed, int(a.get("min_songs", 10)), song_p=song_p[sub],
+                                     storey_lambda=float(a.get("storey_lambda", 0.5))) if song_p is not None else None
+                at_shares.update({f"ratio_auto@{share:g}": round(auto_s.ratio, 4),
+                                  f"ratio_storey@{share:g}": round(storey_s.ratio, 4) if storey_s else None,
+                                  f"clean_share@{share:g}": round(float(clean[sub].mean()), 4)})
             row = {"variant": variant, "song_auc": m["song_auc"]["all"], "stem_auc": m["stem_auc"]["all"],
                    **{f"song_auc_{k}": m["song_auc"].get(k) for k in KINDS},
                    **{f"stem_auc_{k}": v for k, v in m["stem_auc"].items() if k != "all"},
                    "ratio_auto": round(auto.ratio, 4), "ratio_storey": round(storey.ratio, 4) if storey else None,
-                   "clean_share": m["clean_share@1"],
+                   "clean_share": m["clean_share@1"], **at_shares,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
-            print(f"  {variant:38s} song AUC {row['song_auc']}  r_auto {row['ratio_auto']:.2f} "
+            storey_note = f", storey {row['ratio_storey']:.2f}" if row["ratio_storey"] is not None else ""
+            print(f"  {variant:38s} song AUC {row['song_auc']}  r_auto {row['ratio_auto']:.2f}{storey_note} "
                   f"(clean {row['clean_share']:.2f})", flush=True)
         return rows
     finally:
         os.chdir(cwd)
+
+
+def share_subsample(clean: pd.Series, share: float, seed: int) -> pd.Index:
+    """Songs at clean share ``share``: every song of the class that share needs more of, and a seeded sample of
+    the other (the scores are not recomputed: each component's scale still saw the whole collection)."""
+    rng = np.random.default_rng(seed)
+    good, bad = clean[clean].index, clean[~clean].index
+    if share >= clean.mean():
+        bad = rng.choice(bad, min(len(bad), round(len(good) * (1 - share) / share)), replace=False)
+    else:
+        good = rng.choice(good, min(len(good), round(len(bad) * share / (1 - share))), replace=False)
+    return pd.Index(sorted(set(good) | set(bad)))
 
 
 def summarise(results: pd.DataFrame, held_out: str) -> pd.DataFrame:

@@ -39,7 +39,7 @@ def test_storey_recovers_the_clean_share_and_refuses_scores_that_are_not_p_value
     a = auto_keep(p, "storey")
     assert abs(a.ratio - 0.7) < 0.1 and a.method == "storey"
     assert all(p[k] >= p.drop(list(a.keep)).max() for k in a.keep)  # the kept songs are the top-r
-    with pytest.raises(ValueError, match="storey needs song scores that are p-values"):
+    with pytest.raises(ValueError, match="storey needs each song's p-value against the reference songs"):
         auto_keep(p * 10 - 3, "storey")
     assert auto_keep(p.iloc[:5], "storey", min_songs=10).ratio == 1.0
 
@@ -100,3 +100,35 @@ def test_a_component_without_a_null_is_read_against_the_training_stems_with_a_wa
     assert not np.allclose(with_null.score, table.score)  # the null is read when it is there
     with pytest.raises(CleanerError, match="blind.song"):
         get_cleaner("blind", {"components": ["noisy", "sees"], "calibration": "reference", "song": "components"}).components()
+
+
+def test_training_calibration_writes_song_p_against_the_reference_songs_and_storey_reads_it():
+    shares, clean = [], []
+    for k in range(8):
+        train, ref, comps, truth = tables(k)
+        view = StemView(train=train, reference=ref, load_audio=None, scores={c: t for c, (t, _) in comps.items()},
+                        nulls={c: n for c, (_, n) in comps.items()})
+        table = get_cleaner("blind", {"components": list(comps), "calibration": "training"}).score(view)
+        songs = table.groupby("track_id")[["song_score", "song_p"]].first().reindex(truth.index)
+        order = songs.sort_values("song_score")
+        assert order.song_p.is_monotonic_increasing  # a monotone map of the score: the ranking is unchanged
+        clean.append(songs.song_p[~truth].to_numpy())
+        a = auto_keep(songs.song_score, "storey", song_p=songs.song_p)
+        rest = songs.song_score.drop(list(a.keep))
+        assert rest.empty or songs.song_score[list(a.keep)].min() >= rest.max()  # the top-r by score
+        shares.append(a.ratio)
+    clean = np.concatenate(clean)
+    assert abs(np.mean(clean <= 0.5) - 0.5) < 0.1, np.mean(clean <= 0.5)  # clean songs' p near uniform
+    assert abs(np.mean(shares) - 0.75) < 0.08, shares  # 30 clean songs of 40
+    gmm = np.mean([auto_keep(fused(k, "training")[0], "gmm").ratio for k in range(8)])
+    assert abs(np.mean(shares) - 0.75) < abs(gmm - 0.75), (shares, gmm)
+
+
+def test_storey_without_a_reference_null_fails_in_one_line():
+    train, ref, comps, truth = tables(0)
+    view = StemView(train=train, reference=ref, load_audio=None, scores={c: t for c, (t, _) in comps.items()},
+                    nulls={"sees": comps["sees"][1]})
+    table = get_cleaner("blind", {"components": list(comps), "calibration": "training"}).score(view)
+    assert "song_p" not in table  # a component without a null: no song null on the training scale
+    with pytest.raises(ValueError, match="storey needs each song's p-value"):
+        auto_keep(table.groupby("track_id").song_score.first(), "storey")

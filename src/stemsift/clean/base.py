@@ -149,13 +149,20 @@ def robust_z(x: pd.Series) -> pd.Series:
     x = x.astype(float)
     if len(x) == 0:
         return x
+    centre, scale = robust_scale(x)
+    return (x - centre) / scale
+
+
+def robust_scale(x: pd.Series) -> tuple[float, float]:
+    """robust_z's (median, scale) of ``x``: what puts other scores (a clean null) on the same z scale."""
+    x = x.astype(float)
     dev = (x - x.median()).abs()
     scale = 1.4826 * dev.median()
     if not scale > 0:
         scale = 1.2533 * dev.mean()
     if not scale > 0:
         scale = 1.0
-    return (x - x.median()) / scale
+    return float(x.median()), float(scale)
 
 
 REGISTRY: dict[str, type[Cleaner]] = {}

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, register, robust_z
+from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, register, robust_scale, robust_z
 
 FUSIONS = ("rank_mean", "max_z")
 SONGS = ("worst", "mean", "components")
@@ -135,7 +135,40 @@ class FusionCleaner(Cleaner):
         for c in self._songs.columns:
             if is_probability(c) and self._songs[c].between(0, 1).all():
                 self._songs[c] = log_odds(self._songs[c])
+        self._ref_songs = self._training_song_null(view, stems, labels)
         return fused.reindex(keys).to_numpy()
+
+    def _training_song_null(self, view: StemView, stems: pd.DataFrame, labels) -> pd.Series:
+        """The reference songs' song statistic on the training scale (each component's out-of-sample null put
+        through the same per-label robust z, or percentile, as the training stems): the clean songs' distribution
+        that `song_p` reads. Empty when a component has no null or the song rule is ``components``."""
+        if self.options["song"] == "components" or any(view.nulls.get(c) is None for c in stems.columns):
+            return pd.Series(dtype=float)
+        nulls = {c: view.nulls[c].set_index(["track_id", "label"]).score for c in stems.columns}
+        keys = sorted(set.intersection(*[set(n.index) for n in nulls.values()]))
+        if not keys:
+            return pd.Series(dtype=float)
+        rows = pd.MultiIndex.from_tuples(keys, names=["track_id", "label"])
+        ref_labels = rows.get_level_values("label")
+        cols = {}
+        for c in stems.columns:
+            null = nulls[c].reindex(rows).astype(float)
+            null = log_odds(null) if is_probability(c) else null
+            out = np.full(len(rows), np.nan)
+            for lb in np.unique(ref_labels):
+                train = stems[c][np.asarray(labels) == lb]
+                at = np.asarray(ref_labels == lb)
+                train = train if len(train) else stems[c]  # a label no training stem has: every label's scale
+                if self.options["fusion"] == "max_z":
+                    centre, scale = robust_scale(train)
+                    out[at] = (null.to_numpy()[at] - centre) / scale
+                else:  # rank_mean: the null's percentile among the label's training stems
+                    out[at] = np.searchsorted(np.sort(train.to_numpy()), null.to_numpy()[at], side="right") / len(train)
+            cols[c] = out
+        columns = pd.DataFrame(cols, index=rows)
+        fused = columns.min(axis=1) if self.options["fusion"] == "max_z" else columns.mean(axis=1)
+        g = fused.groupby(level="track_id")
+        return g.min() if self.options["song"] == "worst" else g.mean()
 
     # ------------------------------------------------------------------ calibration: reference
 
@@ -213,6 +246,7 @@ class FusionCleaner(Cleaner):
 
     def song_scores(self, stems: pd.DataFrame) -> pd.Series:
         how = self.options["song"]
+        self.columns = {}
         if self.options["calibration"] != "training":
             t = self._song_statistic(stems.set_index(["track_id", "label"]).score)
             null = self._ref_songs.to_numpy()
@@ -220,11 +254,17 @@ class FusionCleaner(Cleaner):
                 return t.reindex(stems.track_id.unique())
             # calibrated on the reference songs' statistic (log scale: the tail ranks p-values of every magnitude)
             log = lambda x: np.log(np.clip(np.asarray(x, dtype=np.float64), 1e-300, None))  # noqa: E731
-            return pd.Series(conformal_p(log(t), log(null)), index=t.index).reindex(stems.track_id.unique())
+            songs = pd.Series(conformal_p(log(t), log(null)), index=t.index).reindex(stems.track_id.unique())
+            self.columns = {"song_p": stems.track_id.map(songs).to_numpy()}
+            return songs
         if how == "components":
             return fuse(self._songs, self.options["fusion"]).reindex(stems.track_id.unique())
         by_song = stems.groupby("track_id", sort=False).score
-        return by_song.min() if how == "worst" else by_song.mean()
+        songs = by_song.min() if how == "worst" else by_song.mean()
+        if len(self._ref_songs) >= 2:  # each song's conformal p against the reference songs' statistic: storey reads it
+            p = pd.Series(conformal_p(songs.to_numpy(), self._ref_songs.to_numpy()), index=songs.index)
+            self.columns = {"song_p": stems.track_id.map(p).to_numpy()}
+        return songs
 
 
 @register

@@ -10,11 +10,13 @@ Methods (``filter.auto.method``):
               sklearn GaussianMixture(n_components=2) on normalised per-sample losses); the cut is where the clean
               (higher-mean) component's weighted density overtakes the defective one's, searched between the means
     beta      two-component beta mixture fitted by EM with weighted moments (Arazo et al., ICML 2019), same cut
-    storey    song scores that are p-values (`blind` / `hybrid` with calibration: reference): the share of clean songs
-              is Storey's pi0 = #{p > lambda} / ((1 - lambda) N) (Storey, JRSS-B 2002), clipped to [0, 1]: clean songs'
-              p-values are uniform and defective ones pile up near 0, so the p-values above lambda are clean songs'
-              almost only; r = pi0, the kept songs the top-r by p (no two-population test: a world whose scores show
-              no defect keeps ~all songs by the estimate itself)
+    storey    song p-values against the reference songs (`blind` / `hybrid`: the scores' `song_p` column, each song's
+              conformal p against the same statistic of the reference songs; with calibration: reference the song
+              scores themselves): the share of clean songs is Storey's pi0 = #{p > lambda} / ((1 - lambda) N)
+              (Storey, JRSS-B 2002), clipped to [0, 1]: clean songs' p-values are uniform and defective ones pile up
+              near 0, so the p-values above lambda are clean songs' almost only; r = pi0, the kept songs the top-r by
+              score (p is monotone in it; no two-population test: a world whose scores show no defect keeps ~all
+              songs by the estimate itself)
     cleanlab  label-based cleaners only: cleanlab.count.num_label_issues on the stems' class probabilities; the
               songs holding the n lowest-quality stems are the dropped count d, r = 1 - d / N, and the kept songs
               are the top-r by song score (the ranking the filter applies)
@@ -185,14 +187,15 @@ def population_test(s: pd.Series, seed: int, min_songs: int, min_separation: flo
 
 def auto_keep(song_scores: pd.Series, method: str = "gmm", seed: int = 0, min_songs: int = 10,
               min_separation: float = 2.0, stems: pd.DataFrame | None = None, min_weight: float = 0.1,
-              storey_lambda: float = 0.5) -> AutoRatio:
+              storey_lambda: float = 0.5, song_p: pd.Series | None = None) -> AutoRatio:
     """The songs to keep from song scores (index = track_id, higher = keep): the top-r songs, r from the cut.
-    ``stems`` (track_id, label and p_<label> columns) is only read by ``cleanlab``."""
+    ``stems`` (track_id, label and p_<label> columns) is only read by ``cleanlab``; ``song_p`` (index = track_id:
+    each song's p-value against the reference songs) only by ``storey``."""
     if method not in METHODS:
         raise ValueError(f"filter.auto.method: {method!r} is not one of {', '.join(METHODS)}")
     s = song_scores.astype(float)
     if method == "storey":
-        return storey_keep(s, storey_lambda, min_songs)
+        return storey_keep(s, storey_lambda, min_songs, song_p)
     if method == "cleanlab":
         _cleanlab_issues(stems, s)  # a cleaner without class probabilities fails whatever its scores look like
     f, why = population_test(s, seed, min_songs, min_separation, min_weight)
@@ -222,16 +225,17 @@ def storey_pi0(p: np.ndarray, lam: float = 0.5) -> float:
     return float(min(1.0, np.mean(np.asarray(p) > lam) / (1 - lam)))
 
 
-def storey_keep(s: pd.Series, lam: float, min_songs: int) -> AutoRatio:
-    """The top-r songs by p-value, r = Storey's pi0 of the song p-values."""
+def storey_keep(s: pd.Series, lam: float, min_songs: int, song_p: pd.Series | None = None) -> AutoRatio:
+    """The top-r songs by score, r = Storey's pi0 of the song p-values (``song_p``, else the scores themselves)."""
     if not 0 < lam < 1:
         raise ValueError(f"filter.auto.storey_lambda: expected a value in (0, 1), got {lam!r}")
-    if len(s) and not s.between(0, 1).all():
-        raise ValueError("filter.auto.method: storey needs song scores that are p-values in [0, 1] "
-                         "(blind or hybrid with calibration: reference)")
+    p = s if song_p is None else song_p.astype(float).reindex(s.index)
+    if len(s) and not (p.notna().all() and p.between(0, 1).all()):
+        raise ValueError("filter.auto.method: storey needs each song's p-value against the reference songs "
+                         "(blind or hybrid scores with a song_p column: every component scored its reference split)")
     if len(s) < min_songs:
         return _keep_all(s, "storey", f"only {len(s)} songs (< {min_songs}): too few to estimate a share, keeping all")
-    share = storey_pi0(s.to_numpy(), lam)
+    share = storey_pi0(p.to_numpy(), lam)
     kept = max(1, int(round(share * len(s))))
     ratio = kept / len(s)
     keep = frozenset(keep_top(s.rename_axis("track_id"), ratio))

@@ -36,8 +36,10 @@ def resolve_ratio(scores: pd.DataFrame, f: FilterParams, seed: int = 0) -> tuple
     populations (the filter then keeps exactly those: the top-r songs)."""
     if f.ratio != "auto":
         return float(f.ratio), {}
-    a = auto_keep(scores.groupby("track_id").song_score.first(), f.auto.method, seed, f.auto.min_songs,
-                  f.auto.min_separation, stems=scores, min_weight=f.auto.min_weight, storey_lambda=f.auto.storey_lambda)
+    songs = scores.groupby("track_id")
+    a = auto_keep(songs.song_score.first(), f.auto.method, seed, f.auto.min_songs, f.auto.min_separation, stems=scores,
+                  min_weight=f.auto.min_weight, storey_lambda=f.auto.storey_lambda,
+                  song_p=songs.song_p.first() if "song_p" in scores else None)
     if a.warning:
         print(f"filter: warning: filter.ratio=auto ({a.method}): {a.warning}")
     return a.ratio, a.metrics()
