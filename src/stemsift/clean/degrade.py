@@ -37,6 +37,7 @@ from stemsift.clean.processing import allowed_members, apply_chain, draw_chain
 from stemsift.stemset import SILENCE_DB
 
 EPS = 1e-10
+FEATURE_DECIMALS = 6  # segment features rounded to this many decimals (same model whatever the CPU's SIMD)
 PRE_ROLL_S = 1.0   # processed with this much audio before the segment, so reverb tails and filters are settled
 
 
@@ -142,7 +143,9 @@ def segment_features(x: np.ndarray, sr: int, n_mels: int = 40) -> np.ndarray:
     hist = np.bincount(idx.ravel(), minlength=10 * n).reshape(n, 10) / x.shape[1]
     kurt = np.mean(x ** 4, axis=1) / (np.mean(x ** 2, axis=1) ** 2 + EPS)
     out += [20 * np.log10(peak), np.log(kurt + EPS)[:, None], (a > 0.98).mean(1, keepdims=True), np.log10(hist + 1e-6)]
-    return np.nan_to_num(np.concatenate([np.asarray(v, dtype=np.float64).reshape(n, -1) for v in out], axis=1))
+    feats = np.nan_to_num(np.concatenate([np.asarray(v, dtype=np.float64).reshape(n, -1) for v in out], axis=1))
+    # numpy's SIMD paths (AVX-512 or AVX2) differ in the last bits and boosting amplifies that: one model on every CPU
+    return np.round(feats, FEATURE_DECIMALS)
 
 
 # ---------------------------------------------------------------------------------------------- segments
