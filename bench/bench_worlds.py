@@ -31,6 +31,7 @@ from stemsift.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("label_noise", "bleeding", "effects")
+EARLIER = "(earlier run)"  # rows kept from an earlier worlds.json (--earlier): other code or another CPU
 OTHER_SHARES = (0.25, 0.75, 0.9, 1.0)  # clean shares the automatic ratio is also measured at (every world's own is 1/2)
 BUILT_FROM = ("data", "contaminate", "embed")  # the params blocks a draw's data is built from
 
@@ -304,12 +305,47 @@ def ratio_errors(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
     return table.sort_values("worst tuning world")
 
 
+def ratio_errors_by_share(results: pd.DataFrame, held_out: str) -> pd.DataFrame:
+    """estimator × true clean share (each world's own 1/2 and the sub-samples of OTHER_SHARES): the worst tuning
+    world's mean over draws of |r - true share|, and the held-out world's."""
+    ok = results[results.song_auc.notna()]
+    parts = []
+    for est, col in (("gmm", "ratio_auto"), ("storey", "ratio_storey")):
+        for share in (0.5, *OTHER_SHARES):
+            r, true = (col, "clean_share") if share == 0.5 else (f"{col}@{share:g}", f"clean_share@{share:g}")
+            if r not in ok or true not in ok:
+                continue
+            got = ok[ok[r].notna()]
+            parts.append(got.assign(estimator=got.variant + f" ({est})", share=share, err=(got[r] - got[true]).abs()))
+    if not parts:
+        return pd.DataFrame()
+    both = pd.concat(parts)
+    mean = both.groupby(["estimator", "share", "world"]).err.mean()
+    tuning = mean[mean.index.get_level_values("world") != held_out].groupby(level=["estimator", "share"]).max()
+    table = tuning.round(3).unstack("share")
+    table.columns = [f"worst tuning world at {c:g}" for c in table.columns]
+    held = mean[mean.index.get_level_values("world") == held_out].droplevel("world").round(3).unstack("share")
+    if not held.empty:
+        table[[f"held-out at {c:g}" for c in held.columns]] = held.reindex(table.index).to_numpy()
+    table["worst tuning world, any share"] = tuning.groupby(level="estimator").max().round(3)
+    return table.sort_values("worst tuning world, any share")
+
+
+def with_earlier(rows: list[dict], earlier: Path) -> list[dict]:
+    """``rows`` plus the (variant, world, draw) rows of an earlier worlds.json that this run lacks, renamed
+    "<variant> (earlier run)": measured by other code or another CPU, shown, never compared or chosen by the rule."""
+    have = {(r["variant"], r["world"], r["draw"]) for r in rows}
+    old = [r for r in json.loads(earlier.read_text())["rows"] if (r["variant"], r["world"], r["draw"]) not in have]
+    return rows + [{**r, "variant": f"{r['variant']} {EARLIER}"} for r in old]
+
+
 def choose(results: pd.DataFrame, held_out: str, among=None) -> tuple[str, list[str]]:
     """The documented rule over the ``among`` variants (default: every blind variant): the best worst-tuning-world
     mean; variants within that world's draw-to-draw std (ddof=1) of it are tied; the tie goes to the highest mean
     over the tuning worlds. Returns the choice and the tied set."""
     ok = results[results.song_auc.notna() & (results.world != held_out)]
-    ok = ok[ok.variant.isin(among if among is not None else [v for v in ok.variant.unique() if v.startswith("blind")])]
+    ok = ok[ok.variant.isin(among if among is not None else [v for v in ok.variant.unique()
+                                                             if v.startswith("blind") and not v.endswith(EARLIER)])]
     means = ok.groupby(["variant", "world"]).song_auc.mean().unstack("world")
     worst = means.min(axis=1)
     best = worst.idxmax()
@@ -348,6 +384,8 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "metrics" / "worlds.json"))
     ap.add_argument("--collect-only", action="store_true", help="only re-read the cached per-draw results")
     ap.add_argument("--force", action="store_true", help="re-score the variants even where a draw has them")
+    ap.add_argument("--earlier", type=Path, help="an earlier worlds.json: its rows this run lacks are shown as "
+                                                   "'<variant> (earlier run)', outside the rule")
     a = ap.parse_args()
     unknown = [w for w in a.worlds if w not in cfg["list"]]
     if unknown:
@@ -371,6 +409,10 @@ def main() -> None:
             old.update({r["variant"]: r for r in got})
             result.write_text(json.dumps(list(old.values()), indent=1))
             rows += [{**r, "world": world, "draw": draw} for r in got]
+    if a.earlier is not None:
+        if not a.earlier.is_file():
+            sys.exit(f"{a.earlier}: no such file (--earlier wants an earlier worlds.json)")
+        rows = with_earlier(rows, a.earlier)
     results = pd.DataFrame(rows)
     if results.empty or "song_auc" not in results:
         sys.exit("bench_worlds: no results")
@@ -387,6 +429,10 @@ def main() -> None:
     results.to_csv(out.with_suffix(".csv"), index=False)
     errors = ratio_errors(results, cfg["held_out"])
     text = markdown(table) + "\n\nAutomatic ratio, mean over draws of |r - true clean share|:\n\n" + markdown(errors) + "\n"
+    by_share = ratio_errors_by_share(results[~results.variant.str.endswith(EARLIER)], cfg["held_out"])
+    if not by_share.empty:
+        text += ("\nAutomatic ratio at other clean shares (sub-samples of each draw's songs), worst tuning world's mean "
+                 "|r - true share|:\n\n" + markdown(by_share, "estimator") + "\n")
     if results.variant.str.startswith("blind").any() and (results.world != cfg["held_out"]).any():  # the rule needs tuning worlds
         chosen, tied = choose(results, cfg["held_out"])
         text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"

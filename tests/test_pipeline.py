@@ -140,7 +140,7 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path):
     filt = json.loads((a / "metrics" / "filter.json").read_text())
     # the default blind cleaner at filter.ratio=auto: 8 songs are too few for a mixture -> warned, all kept
     assert filt["cleaned_songs"] == 8 and filt["baseline_songs"] == 8 and filt["cleaner"] == "blind"
-    assert filt["auto_method"] == "gmm" and filt["ratio"] == 1.0 and "too few" in filt["auto_warning"]
+    assert filt["auto_method"] == "storey" and filt["ratio"] == 1.0 and "too few" in filt["auto_warning"]
     _sh("stemsift validate data/filtered", a)
     assert len(list((a / "data" / "filtered" / "train").iterdir())) == 8
 

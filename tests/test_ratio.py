@@ -101,6 +101,14 @@ def test_filter_stage_with_ratio_auto_through_the_cli(tmp_path, monkeypatch, cap
     assert m["ratio_auto"] == len(kept) / 16 == 0.75 and kept == set(song) - bad, (m, sorted(kept))
     assert m["auto_method"] == "gmm" and m["cleaned_songs"] == 12 and abs(m["clean_share_estimated"] - 0.75) < 0.05
     assert max(song[t] for t in bad) < m["auto_cut"] < min(song[t] for t in kept)
+    params["filter"]["auto"]["method"] = "storey"  # random writes no song p-values: the cut decides, with a note
+    Path("params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k != "_path"}))
+    capsys.readouterr()
+    assert main(["filter"]) in (0, None)
+    assert "the two-population cut (gmm) decides" in capsys.readouterr().out
+    m = json.loads(Path("metrics/filter.json").read_text())
+    assert m["auto_method"] == "gmm" and m["ratio_auto"] == 0.75
+    params["filter"]["auto"]["method"] = "gmm"
     params["filter"]["auto"]["min_songs"] = 20  # 16 songs: too few -> warning, keep all
     Path("params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k != "_path"}))
     main(["filter"])
