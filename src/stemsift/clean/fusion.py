@@ -25,6 +25,9 @@ uniform for clean songs: what `filter.auto.method: storey` reads. `calibration: 
 p of two nulls, its reference null and the training stems of the label (a stem alarms only where it is extreme
 against both: a null that the reference split sets too narrow, or a component whose clean scores are heavy-tailed,
 then raises no alarm on its own).
+With `calibration: training` the reference songs' statistic is built the same way on the training scale (each
+component's clean null through the training stems' per-label robust z), and each song's conformal p against it is
+the scores' `song_p` column: what `filter.auto.method: storey` reads (absent when a component has no clean null).
 The components are scored by the score stage before the fusion cleaner (listed or not in score.cleaners).
 """
 from __future__ import annotations

@@ -10,9 +10,9 @@ Methods (``filter.auto.method``):
               sklearn GaussianMixture(n_components=2) on normalised per-sample losses); the cut is where the clean
               (higher-mean) component's weighted density overtakes the defective one's, searched between the means
     beta      two-component beta mixture fitted by EM with weighted moments (Arazo et al., ICML 2019), same cut
-    storey    song p-values against the reference songs (`blind` / `hybrid`: the scores' `song_p` column, each song's
-              conformal p against the same statistic of the reference songs; with calibration: reference the song
-              scores themselves): the share of clean songs is Storey's pi0 = #{p > lambda} / ((1 - lambda) N)
+    storey    song p-values against the reference songs (`blind`, or a fusion whose components all have a clean
+              null: the scores' `song_p` column, each song's conformal p against the same statistic of the
+              reference songs; with calibration: reference the song scores themselves): the share of clean songs is Storey's pi0 = #{p > lambda} / ((1 - lambda) N)
               (Storey, JRSS-B 2002), clipped to [0, 1]: clean songs' p-values are uniform and defective ones pile up
               near 0, so the p-values above lambda are clean songs' almost only; r = pi0, the kept songs the top-r by
               score (p is monotone in it; no two-population test: a world whose scores show no defect keeps ~all
@@ -232,7 +232,7 @@ def storey_keep(s: pd.Series, lam: float, min_songs: int, song_p: pd.Series | No
     p = s if song_p is None else song_p.astype(float).reindex(s.index)
     if len(s) and not (p.notna().all() and p.between(0, 1).all()):
         raise ValueError("filter.auto.method: storey needs each song's p-value against the reference songs "
-                         "(blind or hybrid scores with a song_p column: every component scored its reference split)")
+                         "(a fusion such as blind writes them as song_p when every component scored its reference split)")
     if len(s) < min_songs:
         return _keep_all(s, "storey", f"only {len(s)} songs (< {min_songs}): too few to estimate a share, keeping all")
     share = storey_pi0(p.to_numpy(), lam)

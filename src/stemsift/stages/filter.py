@@ -39,9 +39,9 @@ def resolve_ratio(scores: pd.DataFrame, f: FilterParams, seed: int = 0) -> tuple
     songs = scores.groupby("track_id")
     method = f.auto.method
     if method == "storey" and "song_p" not in scores and not scores.song_score.between(0, 1).all():
-        method = "gmm"  # a cleaner without the reference songs' p-values (only blind and hybrid have them)
-        print("filter: note: filter.auto.method=storey needs song p-values against the reference songs, which only "
-              "blind and hybrid write: the two-population cut (gmm) decides for this cleaner")
+        method = "gmm"  # a cleaner without the reference songs' p-values (a fusion whose components all have a null)
+        print("filter: note: filter.auto.method=storey needs song p-values against the reference songs, which only a "
+              "fusion cleaner such as blind writes: the two-population cut (gmm) decides for this cleaner")
     a = auto_keep(songs.song_score.first(), method, seed, f.auto.min_songs, f.auto.min_separation, stems=scores,
                   min_weight=f.auto.min_weight, storey_lambda=f.auto.storey_lambda,
                   song_p=songs.song_p.first() if "song_p" in scores else None)
