@@ -93,7 +93,8 @@ class StemSetWriter:
             self.stem_rows.append(dict(
                 track_id=track_id, split=split, label=label, path=rel, sample_rate=self.sample_rate,
                 channels=self.channels, frames=len(q[label]), sha1=sha1_file(self.root / rel),
-                rms_db=level, silent=bool(level < SILENCE_DB)))
+                # rounded: numpy's AVX-512 and AVX2 log10 differ in the last bit, and the manifest is in the data hash
+                rms_db=round(level, 6), silent=bool(level < SILENCE_DB)))
         rel = f"{split}/{track_id}/{MIXTURE}.{self.ext}"
         write_audio(tdir / f"{MIXTURE}.{self.ext}", mix.astype(np.float32), self.sample_rate)
         self.track_rows.append(dict(
