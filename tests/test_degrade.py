@@ -284,7 +284,7 @@ def _avx512() -> bool:
 @pytest.mark.skipif(not _avx512(), reason="this CPU has no AVX-512 path for numpy to switch off")
 def test_features_are_the_same_with_numpys_avx512_paths_on_and_off():
     """numpy's AVX-512 and AVX2 math differ in the last bits, and 300 boosting rounds turn that into another model
-    (song AUC 0.78 against 0.81 on one world's draw): the rounded features are one model on every CPU."""
+    (song AUC 0.78 against 0.81 on one world's draw): with rounded features both paths learn the same model."""
     import os
     import subprocess
     import sys
