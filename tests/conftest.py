@@ -29,6 +29,25 @@ def band_noise(rng: np.random.Generator, frames: int, channels: int, sr: int, ba
     return (level * x / (np.max(np.abs(x)) + 1e-12)).astype(np.float32)
 
 
+NO_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR"  # NPY_DISABLE_CPU_FEATURES: numpy's AVX-512 dispatch targets off
+
+
+def has_avx512() -> bool:
+    """numpy has AVX-512 paths on this CPU (so switching them off can change a result)."""
+    from numpy._core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("X86_V4") or __cpu_features__.get("AVX512F"))
+
+
+def stdout_with_and_without_avx512(code: str, *args: str) -> tuple[str, str]:
+    """``python -c code *args`` run twice in subprocesses: numpy's AVX-512 paths on, then off; both stdouts."""
+    import subprocess
+    import sys
+
+    run = lambda env: subprocess.run([sys.executable, "-c", code, *args], env={**os.environ, **env},  # noqa: E731
+                                     capture_output=True, text=True, check=True).stdout.strip()
+    return run({}), run({"NPY_DISABLE_CPU_FEATURES": NO_AVX512})
+
+
 def make_stems(seed: int = 0, seconds: float = 1.0, sr: int = 8000, channels: int = 2) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     frames = int(seconds * sr)

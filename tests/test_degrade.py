@@ -14,6 +14,8 @@ from stemsift.clean.degrade import sample_songs, trimmed
 from stemsift.clean.processing import FAMILIES, MEMBERS, allowed_members, apply_chain, draw_chain
 from stemsift.stemset import StemSetWriter
 
+from conftest import has_avx512, stdout_with_and_without_avx512
+
 SR, SECONDS = 8000, 4.0
 FAST = {"segment_s": 1.0, "segments": 4, "copies": 2, "score_segments": 3, "iterations": 80}
 
@@ -276,23 +278,10 @@ print(hashlib.sha1(np.ascontiguousarray(segment_features(np.stack(segs), sr)).to
 """
 
 
-def _avx512() -> bool:
-    from numpy._core._multiarray_umath import __cpu_features__
-    return bool(__cpu_features__.get("X86_V4") or __cpu_features__.get("AVX512F"))
 
-
-@pytest.mark.skipif(not _avx512(), reason="this CPU has no AVX-512 path for numpy to switch off")
+@pytest.mark.skipif(not has_avx512(), reason="this CPU has no AVX-512 path for numpy to switch off")
 def test_features_are_the_same_with_numpys_avx512_paths_on_and_off():
     """numpy's AVX-512 and AVX2 math differ in the last bits, and 300 boosting rounds turn that into another model
     (song AUC 0.78 against 0.81 on one world's draw): with rounded features both paths learn the same model."""
-    import os
-    import subprocess
-    import sys
-
-    def run(env: dict) -> str:
-        out = subprocess.run([sys.executable, "-c", FEATURES_HASH], env={**os.environ, **env}, capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
-
-    off = run({"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"})
-    assert off and run({}) == off
+    on, off = stdout_with_and_without_avx512(FEATURES_HASH)
+    assert off and on == off

@@ -7,7 +7,7 @@ from stemsift import LABELS
 from stemsift.stemset import (MANIFEST, StemSet, StemSetError, StemSetWriter, atomic_dir, fit_headroom,
                               raise_first)
 
-from conftest import make_stems
+from conftest import has_avx512, make_stems, stdout_with_and_without_avx512
 
 SR = 8000
 
@@ -121,35 +121,23 @@ def test_atomic_dir_keeps_previous_output_on_failure(tmp_path):
 
 
 MANIFEST_HASH = """
-import hashlib, sys, numpy as np
+import hashlib, tempfile, numpy as np
 from stemsift import LABELS
 from stemsift.stemset import MANIFEST, StemSetWriter
 rng = np.random.default_rng(5)
-w = StemSetWriter(sys.argv[1], 16000, 1)
+root = tempfile.mkdtemp()
+w = StemSetWriter(root, 16000, 1)
 for i in range(100):  # 400 levels: on the CPU this was found on, a few of them differed
     w.add_track(f"t{i}", "train", {lb: (0.005 + 0.05 * rng.random()) * rng.normal(size=(400, 1)) for lb in LABELS})
 w.close()
-print(hashlib.sha1(open(f"{sys.argv[1]}/{MANIFEST}", "rb").read()).hexdigest())
+print(hashlib.sha1(open(f"{root}/{MANIFEST}", "rb").read()).hexdigest())
 """
 
 
-def _avx512() -> bool:
-    from numpy._core._multiarray_umath import __cpu_features__
-    return bool(__cpu_features__.get("X86_V4") or __cpu_features__.get("AVX512F"))
 
-
-@pytest.mark.skipif(not _avx512(), reason="this CPU has no AVX-512 path for numpy to switch off")
-def test_the_manifest_and_so_the_data_hash_are_the_same_with_numpys_avx512_paths_on_and_off(tmp_path):
+@pytest.mark.skipif(not has_avx512(), reason="this CPU has no AVX-512 path for numpy to switch off")
+def test_the_manifest_and_so_the_data_hash_are_the_same_with_numpys_avx512_paths_on_and_off():
     """The audio was already the same bit for bit; the manifest's rms_db (numpy's log10) differed in the last bit,
     so data/raw's DVC hash differed between an AVX-512 CPU and another one."""
-    import os
-    import subprocess
-    import sys
-
-    def run(folder, env: dict) -> str:
-        out = subprocess.run([sys.executable, "-c", MANIFEST_HASH, str(folder)], env={**os.environ, **env},
-                             capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-
-    off = run(tmp_path / "off", {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"})
-    assert off and run(tmp_path / "on", {}) == off
+    on, off = stdout_with_and_without_avx512(MANIFEST_HASH)
+    assert off and on == off
