@@ -230,8 +230,8 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
                 continue
             m = detection(table, truth, [])
             songs = table.groupby("track_id").song_score.first()
-            auto = auto_keep(songs, a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
-                             float(a.get("min_separation", 2.0)))
+            # both estimators on every variant: the two-population cut (ratio_auto) and storey where song_p exists
+            auto = auto_keep(songs, "gmm", seed, int(a.get("min_songs", 10)), float(a.get("min_separation", 2.0)))
             song_p = table.groupby("track_id").song_p.first() if "song_p" in table else None
             storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)), song_p=song_p,
                                storey_lambda=float(a.get("storey_lambda", 0.5))) if song_p is not None else None
@@ -239,7 +239,7 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
             at_shares = {}
             for share in OTHER_SHARES:  # the estimators at other clean shares: a seeded subsample of one class
                 sub = share_subsample(clean, share, seed)
-                auto_s = auto_keep(songs[sub], a.get("method", "gmm"), seed, int(a.get("min_songs", 10)),
+                auto_s = auto_keep(songs[sub], "gmm", seed, int(a.get("min_songs", 10)),
                                    float(a.get("min_separation", 2.0)))
                 storey_s = auto_keep(songs[sub], "storey", seed, int(a.get("min_songs", 10)), song_p=song_p[sub],
                                      storey_lambda=float(a.get("storey_lambda", 0.5))) if song_p is not None else None
@@ -350,6 +350,7 @@ def choose(results: pd.DataFrame, held_out: str, among=None) -> tuple[str, list[
     worst = means.min(axis=1)
     best = worst.idxmax()
     spread = ok[(ok.variant == best) & (ok.world == means.loc[best].idxmin())].song_auc.std(ddof=1)
+    spread = 0.0 if pd.isna(spread) else spread  # one draw: no spread to tie within
     tied = worst[worst >= worst[best] - spread].index
     order = means.loc[tied].mean(axis=1).sort_values(ascending=False)
     return order.index[0], list(order.index)
