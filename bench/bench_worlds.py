@@ -229,10 +229,11 @@ def score_variants(params: dict, folder: Path, names: list[str]) -> list[dict]:
                 print(f"  {variant}: {e}", flush=True)
                 continue
             m = detection(table, truth, [])
-            songs = table.groupby("track_id").song_score.first()
+            by_song = table.groupby("track_id")
+            songs = by_song.song_score.first()
             # both estimators on every variant: the two-population cut (ratio_auto) and storey where song_p exists
             auto = auto_keep(songs, "gmm", seed, int(a.get("min_songs", 10)), float(a.get("min_separation", 2.0)))
-            song_p = table.groupby("track_id").song_p.first() if "song_p" in table else None
+            song_p = by_song.song_p.first() if "song_p" in table else None
             storey = auto_keep(songs, "storey", seed, int(a.get("min_songs", 10)), song_p=song_p,
                                storey_lambda=float(a.get("storey_lambda", 0.5))) if song_p is not None else None
             clean = song_truth(truth).reindex(songs.index).fillna("clean") == "clean"
