@@ -70,3 +70,21 @@ def test_pairing_is_by_audio_hash_and_says_what_it_left_out():
     assert d["songs"] == 23 and d["pairs"] == 69 and d["unpaired"] == 2 * 3  # its rows in both, on 3 seeds
     assert paired_delta(frame(a).drop(columns="song_sha1"), other)["paired_on"] == "track id"  # older tables
     assert paired_delta(frame(a), frame(b, seeds=[5, 6, 7])) is None  # no shared seed: nothing to pair
+
+
+def test_two_seeds_that_agree_by_chance_do_not_collapse_the_interval():
+    """2 seeds x 8 songs: seed 1's song x target differences are seed 0's, shuffled over the songs, so both seeds'
+    mean differences agree exactly and the songs do not repeat across seeds. The per-seed spread is 0 and the song
+    part near 0, yet the 16 song-seed differences spread widely: the interval must stay as wide as they say (it
+    was the point itself before the interaction floor)."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        base = rng.normal(3, 1, (2, len(LABELS), 8))
+        d0 = rng.normal(0.3, 1.0, (len(LABELS), 8))
+        d = np.stack([d0, d0[:, rng.permutation(8)]])
+        got = paired_delta(frame(base + d), frame(base), stat="mean")
+        per_pair = d.mean(axis=1).ravel()                 # (seed, song) differences, mean over targets
+        naive = per_pair.std(ddof=1) / np.sqrt(per_pair.size)
+        lo, hi = got["ci95"]
+        assert hi - lo >= 2 * naive, (got["ci95"], naive)  # at least ± one naive standard error
+        assert lo < got["delta_db"] < hi
