@@ -105,10 +105,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "blind leak+degrade collection, training": _blind(LD, "worst", "training", COLLECTION),
     "blind fad+degrade collection, training": _blind(FD, "worst", "training", COLLECTION),
     "blind fad+degrade collection, reference-null": _blind(FD, "worst", "reference", COLLECTION),
+    "blind, max_z (before)": ("blind", {}),
+    "blind, bimodality weights": ("blind", {"blind": {"weights": "bimodality"}}),
     "hybrid": ("hybrid", {}),
+    "hybrid (blind max_z, before)": ("hybrid", {}),
     "hybrid (previous blind)": ("hybrid", {"blind": {"components": FLD, "song": "mean", "calibration": "both"}, **REF}),
     "hybrid (blind before)": ("hybrid", {"blind": {"components": FLD, "song": "worst", "calibration": "training"}, **REF}),
 }
+
+
+# every blind variant but the default was measured with `blind.fusion: max_z` (the default before soft_min), and
+# every hybrid variant but the default over a max_z blind: pin them to it
+VARIANTS = {name: (cleaner, {**over, "blind": {"fusion": "max_z", **over.get("blind", {})}})
+            if cleaner in ("blind", "hybrid") and name not in ("blind", "hybrid") else (cleaner, over)
+            for name, (cleaner, over) in VARIANTS.items()}
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -337,13 +347,28 @@ def with_earlier(rows: list[dict], earlier: Path) -> list[dict]:
     "<variant> (earlier run)": measured by other code or another CPU, shown, never compared or chosen by the rule."""
     have = {(r["variant"], r["world"], r["draw"]) for r in rows}
     old = [r for r in json.loads(earlier.read_text())["rows"] if (r["variant"], r["world"], r["draw"]) not in have]
-    return rows + [{**r, "variant": f"{r['variant']} {EARLIER}"} for r in old]
+    label = lambda v: v if v.endswith(EARLIER) else f"{v} {EARLIER}"  # noqa: E731  an earlier file's earlier rows
+    return rows + [{**r, "variant": label(r["variant"])} for r in old]
 
 
-def choose(results: pd.DataFrame, held_out: str, among=None) -> tuple[str, list[str]]:
+def paired_gain(results: pd.DataFrame, a: str, b: str, held_out: str) -> tuple[float, float]:
+    """Mean over the tuning worlds of ``a`` minus ``b`` song AUC, paired by draw, and its standard error
+    (each world's paired differences: var / draws; the worlds independent)."""
+    ok = results[results.song_auc.notna() & (results.world != held_out)]
+    wide = ok.pivot_table(index=["world", "draw"], columns="variant", values="song_auc")
+    d = (wide[a] - wide[b]).dropna().groupby(level="world")
+    if d.ngroups == 0:
+        return float("nan"), float("nan")
+    var = (d.var(ddof=1) / d.count()).fillna(0.0)
+    return float(d.mean().mean()), float(np.sqrt(var.sum()) / d.ngroups)
+
+
+def choose(results: pd.DataFrame, held_out: str, among=None, default: str = "blind") -> tuple[str, list[str]]:
     """The documented rule over the ``among`` variants (default: every blind variant): the best worst-tuning-world
-    mean; variants within that world's draw-to-draw std (ddof=1) of it are tied; the tie goes to the highest mean
-    over the tuning worlds. Returns the choice and the tied set."""
+    mean; variants within that world's draw-to-draw std (ddof=1) of it are tied. A tied variant replaces the
+    current default only where its gain over it, paired by draw and averaged over the tuning worlds, is more than
+    twice its standard error (a gain inside the noise changes nothing); among those, the highest mean over the
+    tuning worlds. Returns the choice and the tied set (by mean over the tuning worlds)."""
     ok = results[results.song_auc.notna() & (results.world != held_out)]
     ok = ok[ok.variant.isin(among if among is not None else [v for v in ok.variant.unique()
                                                              if v.startswith("blind") and not v.endswith(EARLIER)])]
@@ -353,8 +378,11 @@ def choose(results: pd.DataFrame, held_out: str, among=None) -> tuple[str, list[
     spread = ok[(ok.variant == best) & (ok.world == means.loc[best].idxmin())].song_auc.std(ddof=1)
     spread = 0.0 if pd.isna(spread) else spread  # one draw: no spread to tie within
     tied = worst[worst >= worst[best] - spread].index
-    order = means.loc[tied].mean(axis=1).sort_values(ascending=False)
-    return order.index[0], list(order.index)
+    order = list(means.loc[tied].mean(axis=1).sort_values(ascending=False).index)
+    if default not in order:  # the current default is not tied with the best: the best worst world decides
+        return order[0], order
+    resolved = [v for v in order if v != default and (lambda g: g[0] > 2 * g[1])(paired_gain(ok, v, default, held_out))]
+    return (resolved[0] if resolved else default), order
 
 
 def paired(results: pd.DataFrame, a: str, b: str, held_out: str) -> pd.DataFrame:
@@ -438,7 +466,11 @@ def main() -> None:
     if results.variant.str.startswith("blind").any() and (results.world != cfg["held_out"]).any():  # the rule needs tuning worlds
         chosen, tied = choose(results, cfg["held_out"])
         text += f"\nThe rule's choice among the blind variants: {chosen} (tied: {'; '.join(tied)}).\n"
-        previous = "blind, degrade segment mean (before)"  # the default before degrade's segment median
+        gains = [(v, *paired_gain(results, v, "blind", cfg["held_out"])) for v in tied if v != "blind"]
+        if gains:
+            text += ("\nPaired by draw against the default `blind`, mean over the tuning worlds ± standard error: "
+                     + "; ".join(f"{v} {g:+.4f} ± {se:.4f}" for v, g, se in gains) + ".\n")
+        previous = "blind, max_z (before)"  # the default before soft_min
         if {"blind", previous} <= set(results.variant):
             text += f"\nPaired by draw, blind minus {previous}:\n\n" + markdown(paired(results, "blind", previous, cfg["held_out"]), "world") + "\n"
         print(text[text.index("\nThe rule's choice"):])

@@ -149,7 +149,7 @@ def test_one_alarmed_stem_puts_its_song_at_the_bottom_under_worst_not_under_comp
     assert comps.idxmin() == SPREAD and comps.rank()[ALARMED] > 1
     _, tables = component_tables()
     songs = pd.DataFrame({c: t.groupby("track_id").song_score.first() for c, t in tables.items()})
-    assert np.allclose(comps, fuse(songs, "max_z").reindex(comps.index))  # components = the earlier behaviour
+    assert np.allclose(comps, fuse(songs, "soft_min").reindex(comps.index))  # components = the earlier behaviour
     with pytest.raises(CleanerError, match="blind.song"):
         get_cleaner("blind", {"components": ["a", "b"], "song": "median"}).components()
 
@@ -196,3 +196,51 @@ def test_collection_calibration_reads_each_pair_against_the_collections_own_song
     assert songs(wide)[BLED] < clean_wide.min() - 2.0, songs(wide)
     # the clean null: each reference song scored against the other reference songs and the training songs
     assert set(leak.null.track_id) == set(unrelated) and np.isfinite(leak.null.score).all()
+
+
+def two_population_tables(songs: int = 40, seed: int = 5) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
+    """Component `seer` alarms on one stem of every defective song (a second population of songs); component `noise`
+    sees nothing (one population) but has heavy tails, so clean songs draw strong alarms from it too."""
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame([{"track_id": f"song-{i:02d}", "label": lb} for i in range(songs) for lb in LABELS])
+    defective = [f"song-{i:02d}" for i in range(0, songs, 2)]
+    seer = rng.normal(size=len(train))
+    hit = {tid: LABELS[i % 4] for i, tid in enumerate(defective)}  # one stem per defective song, labels in turn
+    seer[(train.track_id.map(hit) == train.label).to_numpy()] -= 5.0
+    noise = rng.standard_t(1.5, size=len(train))  # heavy-tailed: a few clean stems far out
+    tables = {name: train.assign(score=s, song_score=0.0) for name, s in {"seer": seer, "noise": noise}.items()}
+    return train, tables, defective
+
+
+def test_bimodality_weights_quiet_a_component_that_sees_one_population():
+    from sklearn.metrics import roc_auc_score
+
+    train, tables, defective = two_population_tables()
+    view = lambda: StemView(train=train, reference=train.iloc[:0], load_audio=None, scores=dict(tables))  # noqa: E731
+    songs = lambda o: get_cleaner("blind", {"components": ["seer", "noise"], **o}).score(view()).groupby(  # noqa: E731
+        "track_id").song_score.first()
+    truth = lambda s: (~s.index.isin(defective)).astype(int)  # noqa: E731  1 = clean
+    equal, weighted = songs({}), songs({"weights": "bimodality"})
+    cleaner = get_cleaner("blind", {"components": ["seer", "noise"], "weights": "bimodality"})
+    cleaner.score(view())
+    assert cleaner.weights["seer"] == 1.0 and cleaner.weights["noise"] < 0.5, cleaner.weights
+    assert roc_auc_score(truth(weighted), weighted) > roc_auc_score(truth(equal), equal) + 0.05
+    assert roc_auc_score(truth(weighted), weighted) > 0.95
+    for bad, key in [({"weights": "learned"}, "blind.weights"),
+                     ({"weights": "bimodality", "fusion": "rank_mean"}, "blind.weights"),
+                     ({"fusion": "soft_min", "temperature": 0}, "blind.temperature")]:
+        with pytest.raises(CleanerError, match=key):
+            get_cleaner("blind", {"components": ["seer", "noise"], **bad}).components()
+
+
+def test_soft_min_is_below_the_minimum_and_tends_to_it():
+    z = pd.DataFrame({"a": [-3.0, 0.0, -1.0], "b": [0.0, 0.0, -1.0]})
+    assert (fuse(z, "soft_min") <= fuse(z, "max_z") + 1e-12).all()
+    assert np.allclose(fuse(z, "soft_min", temperature=1e-3), fuse(z, "max_z"), atol=1e-2)
+    soft = fuse(z, "soft_min")
+    assert soft[2] < soft[1]  # two mild alarms together count more than none
+    worst, _ = fused_songs("worst")
+    train, tables = component_tables()
+    view = StemView(train=train, reference=train.iloc[:0], load_audio=None, scores=tables)
+    soft_songs = get_cleaner("blind", {"components": ["a", "b"], "fusion": "soft_min"}).score(view)
+    assert soft_songs.groupby("track_id").song_score.first().idxmin() == ALARMED == worst.idxmin()

@@ -7,6 +7,13 @@ against 0 while the MAD of its near-1 clean bulk is tiny. Then
     rank_mean: the mean of the components' percentile ranks (Borda count; robust to scale, averages evidence)
     max_z:     the lowest component z (the most alarmed component decides; different cleaners see different
                defects, so one alarm is enough)
+    soft_min:  -τ log Σ exp(-z/τ) over the components (`temperature` τ; τ → 0 is max_z): one alarm still decides,
+               and a second alarmed component adds to it (against a clean null, below, it is max_z's Šidák)
+Option `weights` (max_z and soft_min): `equal`, or `bimodality`: each component's z is multiplied by its Ashman's D
+(Ashman, Bird & Zepf 1994) of the two-Gaussian fit to the training songs' worst-stem z of that component, relative
+to the largest (a fit whose lighter population weighs < `min_weight` is no second population: weight 0; every
+weight 0: equal). A component that sees no defect in this collection has one population, and its tail alarms on
+clean songs then count less.
 The song score (option `song`):
     worst:      the song's lowest fused stem score (default: one alarmed stem is not diluted by the song's mean)
     mean:       the mean of the song's fused stem scores
@@ -38,7 +45,8 @@ from scipy.stats import norm
 
 from stemsift.clean.base import REGISTRY, Cleaner, CleanerError, StemView, register, robust_scale, robust_z
 
-FUSIONS = ("rank_mean", "max_z")
+FUSIONS = ("rank_mean", "max_z", "soft_min")
+WEIGHTS = ("equal", "bimodality")
 SONGS = ("worst", "mean", "components")
 CALIBRATIONS = ("training", "reference", "both")
 MIN_NULL = 5  # a label whose null has fewer stems is read against the null of all labels
@@ -79,19 +87,43 @@ def log_odds(p: pd.Series, eps: float = 1e-4) -> pd.Series:
     return np.log(p / (1 - p))
 
 
-def fuse(columns: pd.DataFrame, how: str) -> pd.Series:
+def combine(z: pd.DataFrame, how: str, temperature: float = 1.0) -> pd.Series:
+    """One score per row from z columns already on one scale: the lowest (max_z) or the soft minimum."""
+    if how == "soft_min":
+        t = float(temperature)
+        low = z.min(axis=1)  # log-sum-exp about the minimum: exact for any spread of z
+        return low - t * np.log(np.exp(-(z.sub(low, axis=0)) / t).sum(axis=1))
+    return z.min(axis=1)
+
+
+def fuse(columns: pd.DataFrame, how: str, temperature: float = 1.0) -> pd.Series:
     """One fused score per row from component columns (higher = keep)."""
-    if how == "max_z":
-        return columns.apply(robust_z).min(axis=1)
+    if how in ("max_z", "soft_min"):
+        return combine(columns.apply(robust_z), how, temperature)
     if how == "rank_mean":
         return columns.rank(pct=True).mean(axis=1)
     raise CleanerError(f"fusion: {how!r} is not one of {', '.join(FUSIONS)}")
 
 
+def bimodality_weights(song_z: pd.DataFrame, min_weight: float = 0.1, seed: int = 0) -> pd.Series:
+    """Each component's Ashman's D of a two-Gaussian fit to its songs' worst-stem z, relative to the largest; a fit
+    whose lighter population weighs < min_weight counts 0; all 0: every weight 1."""
+    from stemsift.clean.ratio import fit_gmm
+
+    d = {}
+    for c in song_z.columns:
+        x = song_z[c].to_numpy(dtype=np.float64)
+        f = fit_gmm(x, seed) if len(x) >= 4 and np.ptp(x) > 0 else None
+        d[c] = f.ashman if f is not None and min(f.weights) >= min_weight else 0.0
+    w = pd.Series(d, dtype=float)
+    return w / w.max() if w.max() > 0 else w * 0 + 1.0
+
+
 class FusionCleaner(Cleaner):
     """Fuses the stem and song scores other cleaners already produced (``view.scores``)."""
 
-    defaults = {"components": [], "fusion": "max_z", "song": "worst", "calibration": "training"}
+    defaults = {"components": [], "fusion": "max_z", "song": "worst", "calibration": "training", "weights": "equal",
+                "temperature": 1.0, "min_weight": 0.1}
 
     def components(self) -> list[str]:
         comps = list(self.options["components"] or [])
@@ -104,6 +136,14 @@ class FusionCleaner(Cleaner):
         if self.options["calibration"] not in CALIBRATIONS:
             raise CleanerError(f"{self.name}.calibration: {self.options['calibration']!r} is not one of "
                                f"{', '.join(CALIBRATIONS)}")
+        if self.options["weights"] not in WEIGHTS:
+            raise CleanerError(f"{self.name}.weights: {self.options['weights']!r} is not one of {', '.join(WEIGHTS)}")
+        if self.options["weights"] != "equal" and (self.options["fusion"] == "rank_mean"
+                                                    or self.options["calibration"] != "training"):
+            raise CleanerError(f"{self.name}.weights: {self.options['weights']} weighs z-scores: it needs fusion max_z "
+                               f"or soft_min with calibration: training")
+        if self.options["fusion"] == "soft_min" and not float(self.options["temperature"]) > 0:
+            raise CleanerError(f"{self.name}.temperature: must be > 0, got {self.options['temperature']!r}")
         if self.options["calibration"] != "training" and self.options["song"] == "components":
             raise CleanerError(f"{self.name}.song: components fuses the components' own song scores, which have no "
                                f"null; use worst or mean with calibration: reference")
@@ -132,7 +172,18 @@ class FusionCleaner(Cleaner):
         if self.options["calibration"] != "training":
             return self._reference_scores(view, stems)
         labels = keys.get_level_values("label")
-        fused = pd.concat([fuse(part, self.options["fusion"]) for _, part in stems.groupby(labels)])
+        how, temperature = self.options["fusion"], float(self.options["temperature"])
+        if how == "rank_mean":
+            fused = pd.concat([fuse(part, how) for _, part in stems.groupby(labels)])
+            self.weights = pd.Series(1.0, index=stems.columns)
+        else:
+            z = pd.concat([part.apply(robust_z) for _, part in stems.groupby(labels)]).reindex(stems.index)
+            self.weights = (bimodality_weights(z.groupby(level="track_id").min(), float(self.options["min_weight"]),
+                                               self.seed)
+                            if self.options["weights"] == "bimodality" else pd.Series(1.0, index=stems.columns))
+            if self.options["weights"] != "equal":
+                print(f"{self.name}: component weights " + ", ".join(f"{c} {w:.2f}" for c, w in self.weights.items()))
+            fused = combine(z * self.weights, how, temperature)
         self._songs = pd.DataFrame({c: t.groupby(level="track_id").song_score.first()
                                     for c, t in zip(self.components(), tables)})
         for c in self._songs.columns:
@@ -162,14 +213,15 @@ class FusionCleaner(Cleaner):
                 train = stems[c][np.asarray(labels) == lb]
                 at = np.asarray(ref_labels == lb)
                 train = train if len(train) else stems[c]  # a label no training stem has: every label's scale
-                if self.options["fusion"] == "max_z":
+                if self.options["fusion"] != "rank_mean":
                     centre, scale = robust_scale(train)
                     out[at] = (null.to_numpy()[at] - centre) / scale
                 else:  # rank_mean: the null's percentile among the label's training stems
                     out[at] = np.searchsorted(np.sort(train.to_numpy()), null.to_numpy()[at], side="right") / len(train)
             cols[c] = out
         columns = pd.DataFrame(cols, index=rows)
-        fused = columns.min(axis=1) if self.options["fusion"] == "max_z" else columns.mean(axis=1)
+        fused = (columns.mean(axis=1) if self.options["fusion"] == "rank_mean"
+                 else combine(columns * self.weights, self.options["fusion"], float(self.options["temperature"])))
         g = fused.groupby(level="track_id")
         return g.min() if self.options["song"] == "worst" else g.mean()
 
@@ -207,7 +259,7 @@ class FusionCleaner(Cleaner):
 
     def _fused(self, p: pd.DataFrame) -> pd.Series:
         """One p per stem from the components' p columns."""
-        if self.options["fusion"] == "max_z":
+        if self.options["fusion"] != "rank_mean":  # max_z and soft_min alike: Sidak's correction of the smallest p
             return pd.Series(sidak(p.min(axis=1), p.shape[1]), index=p.index)
         return p.mean(axis=1)
 
@@ -261,7 +313,8 @@ class FusionCleaner(Cleaner):
             self.columns = {"song_p": stems.track_id.map(songs).to_numpy()}
             return songs
         if how == "components":
-            return fuse(self._songs, self.options["fusion"]).reindex(stems.track_id.unique())
+            return fuse(self._songs, self.options["fusion"], float(self.options["temperature"])).reindex(
+                stems.track_id.unique())
         by_song = stems.groupby("track_id", sort=False).score
         songs = by_song.min() if how == "worst" else by_song.mean()
         if len(self._ref_songs) >= 2:  # each song's conformal p against the reference songs' statistic: storey reads it
@@ -273,10 +326,10 @@ class FusionCleaner(Cleaner):
 @register
 class BlindCleaner(FusionCleaner):
     name = "blind"
-    defaults = {"components": ["fad", "leak", "degrade"], "fusion": "max_z", "song": "worst", "calibration": "training"}
+    defaults = {**FusionCleaner.defaults, "components": ["fad", "leak", "degrade"], "fusion": "soft_min"}
 
 
 @register
 class HybridCleaner(FusionCleaner):
     name = "hybrid"
-    defaults = {"components": ["blind", "mlp"], "fusion": "max_z", "song": "worst", "calibration": "training"}
+    defaults = {**FusionCleaner.defaults, "components": ["blind", "mlp"]}
