@@ -228,7 +228,8 @@ def test_bimodality_weights_quiet_a_component_that_sees_one_population():
     assert roc_auc_score(truth(weighted), weighted) > 0.95
     for bad, key in [({"weights": "learned"}, "blind.weights"),
                      ({"weights": "bimodality", "fusion": "rank_mean"}, "blind.weights"),
-                     ({"fusion": "soft_min", "temperature": 0}, "blind.temperature")]:
+                     ({"fusion": "soft_min", "temperature": 0}, "blind.temperature"),
+                     ({"temperature": "warm"}, "blind.temperature"), ({"min_weight": None}, "blind.min_weight")]:
         with pytest.raises(CleanerError, match=key):
             get_cleaner("blind", {"components": ["seer", "noise"], **bad}).components()
 

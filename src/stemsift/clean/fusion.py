@@ -142,6 +142,11 @@ class FusionCleaner(Cleaner):
                                                     or self.options["calibration"] != "training"):
             raise CleanerError(f"{self.name}.weights: {self.options['weights']} weighs z-scores: it needs fusion max_z "
                                f"or soft_min with calibration: training")
+        for key in ("temperature", "min_weight"):
+            try:
+                float(self.options[key])
+            except (TypeError, ValueError):
+                raise CleanerError(f"{self.name}.{key}: not a number: {self.options[key]!r}") from None
         if self.options["fusion"] == "soft_min" and not float(self.options["temperature"]) > 0:
             raise CleanerError(f"{self.name}.temperature: must be > 0, got {self.options['temperature']!r}")
         if self.options["calibration"] != "training" and self.options["song"] == "components":
