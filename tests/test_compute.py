@@ -137,6 +137,16 @@ def test_embed_on_a_two_node_ray_cluster_equals_local(tmp_path, cluster):
     assert local == ray  # every embedding, the index and embedder.json: the same bytes
 
 
+def test_embed_output_is_the_same_bytes_on_a_cold_and_a_warm_memo(tmp_path):
+    """The embed stage's DVC output may not record how much came from the memo: a fresh clone (cold memo) and a
+    rerun (warm memo) must give the same data hash."""
+    _tiny_stemset(tmp_path / "data" / "contaminated")
+    cold = _embed(tmp_path, "emb-cold", {"executor": "local"}, "cache-one")
+    warm = _embed(tmp_path, "emb-warm", {"executor": "local"}, "cache-one")
+    assert "12 of 12 stems computed" in cold and "0 of 12 stems computed" in warm
+    assert _files(tmp_path / "emb-cold" / "mel") == _files(tmp_path / "emb-warm" / "mel")
+
+
 # Runs in a fresh interpreter: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import, and this test
 # process must not import Ray with the Linux default (it would rewrite 127.0.0.1 and never reach the cluster).
 PROBE = """

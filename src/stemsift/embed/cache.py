@@ -50,8 +50,11 @@ def embed_stemset(ss: StemSet, embedder, folder: str | Path, splits: list[str], 
         kept = shelf / f"{r.sha1}.npy"
         _link_or_copy(kept, folder / f"{r.sha1}.npy")
         index.append({"sha1": r.sha1, "frames": int(np.load(kept, mmap_mode="r").shape[0])})
+    # what was computed here and what came from the memo is said, not stored: the output's bytes (its DVC hash) are
+    # the same on a warm memo and a cold one
+    print(f"embed: {len(todo)} of {len(rows)} stems computed, the rest from the memo")
     info = {"config": config, "sample_rate": embedder.sample_rate, "dim": embedder.dim,
-            "hop_seconds": embedder.hop_seconds, "stems": len(index), "computed": len(todo)}
+            "hop_seconds": embedder.hop_seconds, "stems": len(index)}
     (folder / INFO).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     table = pd.DataFrame(index).sort_values("sha1").reset_index(drop=True)
     table.to_parquet(folder / INDEX, index=False)
