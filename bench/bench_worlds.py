@@ -351,12 +351,16 @@ def with_earlier(rows: list[dict], earlier: Path) -> list[dict]:
     return rows + [{**r, "variant": label(r["variant"])} for r in old]
 
 
+def draw_differences(results: pd.DataFrame, a: str, b: str):
+    """``a`` minus ``b`` song AUC on the draws both have, grouped by world."""
+    wide = results.pivot_table(index=["world", "draw"], columns="variant", values="song_auc")
+    return (wide[a] - wide[b]).dropna().groupby(level="world")
+
+
 def paired_gain(results: pd.DataFrame, a: str, b: str, held_out: str) -> tuple[float, float]:
     """Mean over the tuning worlds of ``a`` minus ``b`` song AUC, paired by draw, and its standard error
     (each world's paired differences: var / draws; the worlds independent)."""
-    ok = results[results.song_auc.notna() & (results.world != held_out)]
-    wide = ok.pivot_table(index=["world", "draw"], columns="variant", values="song_auc")
-    d = (wide[a] - wide[b]).dropna().groupby(level="world")
+    d = draw_differences(results[results.song_auc.notna() & (results.world != held_out)], a, b)
     if d.ngroups == 0:
         return float("nan"), float("nan")
     var = (d.var(ddof=1) / d.count()).fillna(0.0)
@@ -387,8 +391,7 @@ def choose(results: pd.DataFrame, held_out: str, among=None, default: str = "bli
 
 def paired(results: pd.DataFrame, a: str, b: str, held_out: str) -> pd.DataFrame:
     """Per world: Δ song AUC of variant ``a`` minus ``b`` on the same draws, mean ± std (ddof=1), min, max."""
-    wide = results.pivot_table(index=["world", "draw"], columns="variant", values="song_auc")
-    d = (wide[a] - wide[b]).dropna().groupby(level="world")
+    d = draw_differences(results, a, b)
     table = pd.DataFrame({"Δ mean": d.mean().round(3), "std": d.std(ddof=1).round(3), "min": d.min().round(3),
                           "max": d.max().round(3), "draws": d.count()})
     return table.loc[[w for w in table.index if w != held_out] + [w for w in table.index if w == held_out]]
